@@ -1,0 +1,19 @@
+"""Wiring, in one place: which handler serves which event, and what it depends on.
+
+To add a handler: write `async def handle_x(event, deps)` and add it to `HANDLERS` under the
+event's name. The event's model must already be in `schemas.registry.REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from consumers.handlers import Deps, Handler, record_confluence_sync
+from consumers.run_store import RunStore
+from consumers.settings import ConsumerSettings
+
+HANDLERS: dict[str, Handler] = {
+    "confluence/app.sync": record_confluence_sync,
+}
+
+
+def build_deps(settings: ConsumerSettings) -> Deps:
+    return Deps(runs=RunStore(settings.run_store))

@@ -1,0 +1,205 @@
+"""The consume loop and the one place that decides how each delivery is settled."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from pydantic import ValidationError
+
+from consumers.errors import NonRetryableError
+from consumers.handlers import Deps, Handler
+from consumers.settings import ConsumerSettings
+from consumers.topology import declare_consumer_topology
+from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
+from syncgate.amqp import connect_with_retry
+from syncgate.logs import correlation_id_var, event_id_var
+
+log = logging.getLogger(__name__)
+
+ATTEMPT_HEADER = "x-syncgate-attempt"
+ROUTING_KEY_HEADER = "x-syncgate-routing-key"
+REASON_HEADER = "x-syncgate-reason"
+ERROR_HEADER = "x-syncgate-error"
+DEAD_LETTERED_AT_HEADER = "x-syncgate-dead-lettered-at"
+SOURCE_QUEUE_HEADER = "x-syncgate-source-queue"
+
+
+class Settlement(enum.Enum):
+    """How a delivery ends. `Runner.decide` picks one; `Runner.settle` carries it out."""
+
+    ACK = "ack"
+    """The handler succeeded: ack."""
+    DUPLICATE = "duplicate"
+    """The event was processed before (a redelivery): ack without running the handler."""
+    RETRY = "retry"
+    """The handler failed and attempts remain: park it in the retry queue for its backoff."""
+    DEAD_LETTER = "dead_letter"
+    """It can never succeed, or attempts ran out: park it in the DLQ with the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    settlement: Settlement
+    reason: str = ""
+    error: str = ""
+
+
+def attempt_of(message: AbstractIncomingMessage) -> int:
+    value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=message.body,
+        headers={**(message.headers or {}), **headers},
+        content_type=message.content_type,
+        content_encoding=message.content_encoding,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        type=message.type,
+        timestamp=message.timestamp,
+        app_id=message.app_id,
+    )
+
+
+class Runner:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        handlers: dict[str, Handler],
+        deps: Deps,
+        *,
+        registry: EventRegistry = REGISTRY,
+    ) -> None:
+        self._settings = settings
+        self._handlers = handlers
+        self._deps = deps
+        self._registry = registry
+        self._in_flight = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._default_exchange: AbstractExchange | None = None
+        self._dead_letter_exchange: AbstractExchange | None = None
+        self.consuming = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set, then finish and settle what is in flight."""
+        settings = self._settings
+        connection = await connect_with_retry(settings.amqp_url.get_secret_value(), "consumer")
+        async with connection:
+            channel = await connection.channel()
+            await channel.set_qos(prefetch_count=settings.prefetch)
+            queue = await declare_consumer_topology(channel, settings)
+            await self._open_republisher(
+                await connection.channel(publisher_confirms=True, on_return_raises=True)
+            )
+            consumer_tag = await queue.consume(self._on_message)
+            self.consuming.set()
+            log.info("consuming %s (prefetch %d)", settings.queue, settings.prefetch)
+            await stop.wait()
+            log.info("stopping: cancelling the consumer and draining in-flight messages")
+            await queue.cancel(consumer_tag)
+            await self._drained.wait()
+            self.consuming.clear()
+        log.info("stopped; nothing is left in flight")
+
+    async def _open_republisher(self, channel: AbstractChannel) -> None:
+        self._default_exchange = channel.default_exchange
+        self._dead_letter_exchange = await channel.get_exchange(self._settings.dead_letter_exchange)
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self._in_flight += 1
+        self._drained.clear()
+        event_token = event_id_var.set(message.message_id)
+        correlation_token = correlation_id_var.set(message.correlation_id)
+        try:
+            # If settling fails (the broker went away mid-way), process() requeues it.
+            async with message.process(requeue=True, ignore_processed=True):
+                decision = await self.decide(message)
+                await self.settle(message, decision)
+        except Exception:
+            log.exception("could not settle the message; the broker will redeliver it")
+        finally:
+            event_id_var.reset(event_token)
+            correlation_id_var.reset(correlation_token)
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._drained.set()
+
+    async def decide(self, message: AbstractIncomingMessage) -> Decision:
+        try:
+            envelope = orjson.loads(message.body)
+            name, version = envelope["name"], envelope["v"]
+            event_type = self._registry.resolve(str(name), str(version))
+            event = event_type.model.model_validate_json(message.body)
+        except UnknownEvent as exc:
+            return Decision(Settlement.DEAD_LETTER, "unknown_event", str(exc))
+        except (orjson.JSONDecodeError, TypeError, KeyError, ValidationError) as exc:
+            return Decision(Settlement.DEAD_LETTER, "invalid_body", str(exc)[:1000])
+
+        event_id = str(getattr(event, "id", message.message_id))
+        if await asyncio.to_thread(self._deps.runs.is_processed, event_id):
+            return Decision(Settlement.DUPLICATE)
+        handler = self._handlers.get(event_type.name)
+        if handler is None:
+            return Decision(Settlement.DEAD_LETTER, "no_handler", f"no handler for {name}")
+        try:
+            await handler(event, self._deps)
+        except NonRetryableError as exc:
+            return Decision(Settlement.DEAD_LETTER, "handler_rejected", repr(exc)[:1000])
+        except Exception as exc:
+            if attempt_of(message) < self._settings.max_attempts:
+                log.warning("handler failed (attempt %d): %r", attempt_of(message), exc)
+                return Decision(Settlement.RETRY, "handler_failed", repr(exc)[:1000])
+            return Decision(Settlement.DEAD_LETTER, "retries_exhausted", repr(exc)[:1000])
+        await asyncio.to_thread(self._deps.runs.mark_processed, event_id)
+        return Decision(Settlement.ACK)
+
+    async def settle(self, message: AbstractIncomingMessage, decision: Decision) -> None:
+        routing_key = (message.headers or {}).get(ROUTING_KEY_HEADER) or message.routing_key
+        if decision.settlement is Settlement.RETRY:
+            attempt = attempt_of(message)
+            assert self._default_exchange is not None
+            # Confirmed before the ack: a crash in between duplicates, never loses.
+            await self._default_exchange.publish(
+                _copy(
+                    message,
+                    {
+                        ATTEMPT_HEADER: attempt + 1,
+                        ROUTING_KEY_HEADER: routing_key,
+                        ERROR_HEADER: decision.error,
+                    },
+                ),
+                routing_key=self._settings.retry_queue(attempt),
+                mandatory=True,
+            )
+        elif decision.settlement is Settlement.DEAD_LETTER:
+            log.error("dead-lettering the message: %s: %s", decision.reason, decision.error)
+            assert self._dead_letter_exchange is not None
+            await self._dead_letter_exchange.publish(
+                _copy(
+                    message,
+                    {
+                        REASON_HEADER: decision.reason,
+                        ERROR_HEADER: decision.error,
+                        ATTEMPT_HEADER: attempt_of(message),
+                        ROUTING_KEY_HEADER: routing_key,
+                        SOURCE_QUEUE_HEADER: self._settings.queue,
+                        DEAD_LETTERED_AT_HEADER: int(time.time()),
+                    },
+                ),
+                routing_key=self._settings.queue,
+                mandatory=True,
+            )
+        await message.ack()
+        log.info("settled: %s", decision.settlement.value)

@@ -1,0 +1,22 @@
+"""Runs one consumer process until SIGTERM or SIGINT, then drains it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from consumers.bootstrap import HANDLERS, build_deps
+from consumers.runner import Runner
+from consumers.settings import ConsumerSettings
+
+
+async def serve(settings: ConsumerSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    deps = build_deps(settings)
+    try:
+        await Runner(settings, HANDLERS, deps).run(stop)
+    finally:
+        deps.runs.close()

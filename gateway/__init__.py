@@ -1,0 +1,1 @@
+"""The HTTP side of syncgate: sessions, the sync route, confirmed publishing."""

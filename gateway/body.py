@@ -1,0 +1,86 @@
+"""Reading request bodies strictly: every way a body can be wrong is a 4xx, never a 500.
+
+The parser is pydantic-core's `from_json` (jiter): it rejects invalid UTF-8, lone surrogates,
+NaN and Infinity, and parses integers exactly, so an over-long integer is found rather than
+silently rounded to a float (which is what orjson does past 64 bits). Depth and number limits
+are checked on the result.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import pydantic_core
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from gateway.errors import MalformedJson, UnsupportedMediaType, ValidationFailed
+
+M = TypeVar("M", bound=BaseModel)
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def is_json_content_type(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+def check_json_limits(value: object, *, max_depth: int) -> None:
+    """Depth and numbers, walked iteratively so a deep document cannot blow the stack."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict | list):
+            if depth > max_depth:
+                raise MalformedJson(f"the JSON is nested deeper than {max_depth} levels")
+            children = node.values() if isinstance(node, dict) else node
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(node, bool):
+            continue
+        elif isinstance(node, int):
+            if not INT64_MIN <= node <= INT64_MAX:
+                raise MalformedJson("a JSON integer is outside the signed 64-bit range")
+        elif isinstance(node, float) and node in (float("inf"), float("-inf")):
+            raise MalformedJson("a JSON number is too large to represent")
+
+
+def parse_json(body: bytes, *, max_depth: int) -> Any:
+    try:
+        value = pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        raise MalformedJson(f"the body is not valid JSON: {exc}") from None
+    check_json_limits(value, max_depth=max_depth)
+    return value
+
+
+async def read_json_object(request: web.Request, *, max_depth: int) -> dict[str, Any]:
+    """The body as a JSON object; an absent body counts as `{}`."""
+    if not request.body_exists:
+        return {}
+    if not is_json_content_type(request.content_type):
+        raise UnsupportedMediaType("send the body as application/json")
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise MalformedJson(f"JSON bodies must be UTF-8, not {charset!r}")
+    # request.read() enforces client_max_size and raises 413 past it.
+    value = parse_json(await request.read(), max_depth=max_depth)
+    if not isinstance(value, dict):
+        raise ValidationFailed("the body must be a JSON object")
+    return value
+
+
+def validate_body(model: type[M], value: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        details = [
+            {
+                "loc": ".".join(str(part) for part in error["loc"]),
+                "msg": error["msg"],
+                "type": error["type"],
+            }
+            for error in exc.errors(include_url=False, include_input=False)
+        ]
+        raise ValidationFailed("the body does not match the contract", details=details) from None

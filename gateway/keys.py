@@ -1,0 +1,22 @@
+"""Every typed key the gateway stores on the app or on a request, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from gateway.app_settings import AppSettingsProvider
+from gateway.publisher import EventPublisher
+from gateway.settings import GatewaySettings
+from gateway.users import UserStore
+
+Clock = Callable[[], float]
+
+SETTINGS = web.AppKey("settings", GatewaySettings)
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+USERS = web.AppKey("users", UserStore)
+APP_SETTINGS = web.AppKey("app_settings", AppSettingsProvider)
+PUBLISHER = web.AppKey("publisher", EventPublisher)
+
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -1,0 +1,101 @@
+"""Request ids and error rendering.
+
+The order, outermost first, is deliberate (see app.py):
+1. request_id_middleware: names the request, logs it, and is the last resort for a bug;
+2. the aiohttp-session middleware: saves (or clears) the cookie, on error responses too;
+3. error_middleware: turns every domain or HTTP error into the one JSON error shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from gateway.errors import GatewayError
+from gateway.keys import REQUEST_ID
+from syncgate.logs import request_id_var
+
+log = logging.getLogger("syncgate.gateway.http")
+
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+# Stable codes for the errors aiohttp itself raises (routing, sizes, methods).
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_body(code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details or []}}
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    return web.json_response(error_body(code, message, details), status=status, headers=headers)
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    offered = request.headers.get("X-Request-Id", "")
+    request_id = offered if _SANE_REQUEST_ID.match(offered) else uuid.uuid4().hex
+    request[REQUEST_ID] = request_id
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    try:
+        response = await handler(request)
+    except Exception:
+        log.exception("unhandled error")
+        response = error_response(500, "internal_error", "the gateway failed; it is logged")
+    finally:
+        request_id_var.reset(token)
+    response.headers["X-Request-Id"] = request_id
+    log.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status,
+        extra={
+            "request_id": request_id,
+            "status": response.status,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        },
+    )
+    return response
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except GatewayError as exc:
+        if exc.status >= 500:
+            log.warning("%s: %s", exc.code, exc.message)
+        return error_response(
+            exc.status, exc.code, exc.message, details=exc.details, headers=exc.headers
+        )
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(
+            exc.status,
+            _HTTP_CODES.get(exc.status, f"http_{exc.status}"),
+            exc.reason,
+            headers=headers,
+        )

@@ -1,0 +1,167 @@
+"""Encrypted-cookie sessions with key rotation and server-side timeouts.
+
+The cookie is aiohttp-session's Fernet token. The storage decrypts with every configured key
+(MultiFernet) and encrypts with the first, so keys rotate without signing anyone out.
+The payload is tiny: the user id, a random session id, the login time and the last use.
+Timeouts are checked in `require_user` from those timestamps, not from the cookie's Max-Age,
+which a client controls.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+from aiohttp import web
+from aiohttp_session import Session, SessionData, get_session, new_session
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+
+from gateway.errors import NotAuthenticated
+from gateway.keys import CLOCK, SETTINGS, USERS
+from schemas.events import EventUser
+
+log = logging.getLogger(__name__)
+
+# Renew the idle timestamp at most this often, so a busy client is not sent a new cookie on
+# every request.
+RENEW_AFTER_SECONDS = 60
+
+
+def cookie_name(secure: bool) -> str:
+    # __Host- binds the cookie to this exact host over https, with Path=/ and no Domain.
+    return "__Host-syncgate" if secure else "syncgate"
+
+
+class RotatingCookieStorage(EncryptedCookieStorage):
+    """EncryptedCookieStorage that decrypts with any of several keys.
+
+    EncryptedCookieStorage only accepts a single Fernet, so the parent gets the first key and
+    this class does its own encrypt and decrypt with a MultiFernet over all of them.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str],
+        *,
+        clock: Callable[[], float],
+        max_age: int,
+        secure: bool,
+        samesite: str,
+    ) -> None:
+        fernets = [Fernet(key) for key in keys]
+        super().__init__(
+            fernets[0],
+            cookie_name=cookie_name(secure),
+            max_age=max_age,
+            path="/",
+            secure=secure,
+            httponly=True,
+            samesite=samesite,
+            encoder=lambda value: orjson.dumps(value).decode(),
+            decoder=orjson.loads,
+        )
+        self._keys = MultiFernet(fernets)
+        self._clock = clock
+        self._ttl = max_age
+
+    async def load_session(self, request: web.Request) -> Session:
+        cookie = self.load_cookie(request)
+        if cookie is not None:
+            try:
+                plaintext = self._keys.decrypt_at_time(
+                    cookie.encode(), ttl=self._ttl, current_time=int(self._clock())
+                )
+                data = orjson.loads(plaintext)
+                if isinstance(data, dict) and isinstance(data.get("session"), dict):
+                    return Session(
+                        None, data=cast(SessionData, data), new=False, max_age=self.max_age
+                    )
+            except (InvalidToken, ValueError, UnicodeError):
+                pass
+            # Never log the cookie itself: it is a bearer credential.
+            log.info("rejected a session cookie that is invalid, forged or expired")
+        return Session(None, data=None, new=True, max_age=self.max_age)
+
+    async def save_session(
+        self, request: web.Request, response: web.StreamResponse, session: Session
+    ) -> None:
+        if session.empty:
+            self.save_cookie(response, "", max_age=session.max_age)
+            return
+        plaintext = orjson.dumps(self._get_session_data(session))
+        token = self._keys.encrypt_at_time(plaintext, int(self._clock()))
+        self.save_cookie(response, token.decode(), max_age=session.max_age)
+
+
+def session_storage(app: web.Application) -> RotatingCookieStorage:
+    settings = app[SETTINGS]
+    return RotatingCookieStorage(
+        settings.fernet_keys,
+        clock=app[CLOCK],
+        max_age=settings.session_absolute_timeout,
+        secure=settings.cookie_secure,
+        samesite=settings.cookie_samesite,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SignedIn:
+    user: EventUser
+    session_id: str
+
+
+async def start_session(request: web.Request, user: EventUser) -> SignedIn:
+    """A fresh session at every login: a cookie from before it never authenticates."""
+    session = await new_session(request)
+    now = int(request.app[CLOCK]())
+    session_id = secrets.token_urlsafe(16)
+    session.update({"uid": user.id, "sid": session_id, "iat": now, "seen": now})
+    return SignedIn(user=user, session_id=session_id)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+async def require_user(request: web.Request) -> SignedIn:
+    """The signed-in user, or NotAuthenticated. The only source of the event's `user`."""
+    session = await get_session(request)
+    if session.new:
+        raise NotAuthenticated("sign in first")
+    settings = request.app[SETTINGS]
+    user_id, session_id = session.get("uid"), session.get("sid")
+    issued_at, seen_at = _int(session.get("iat")), _int(session.get("seen"))
+    if (
+        not isinstance(user_id, str)
+        or not isinstance(session_id, str)
+        or issued_at is None
+        or seen_at is None
+    ):
+        session.invalidate()
+        raise NotAuthenticated("sign in first")
+    now = int(request.app[CLOCK]())
+    if now - issued_at > settings.session_absolute_timeout:
+        session.invalidate()
+        log.info("rejected a session past its absolute timeout")
+        raise NotAuthenticated("the session has expired; sign in again")
+    if now - seen_at > settings.session_idle_timeout:
+        session.invalidate()
+        log.info("rejected a session past its idle timeout")
+        raise NotAuthenticated("the session has expired; sign in again")
+    record = request.app[USERS].by_id(user_id)
+    if record is None:
+        session.invalidate()
+        raise NotAuthenticated("the user no longer exists")
+    if now - seen_at >= RENEW_AFTER_SECONDS:
+        session["seen"] = now
+    return SignedIn(user=record.public(), session_id=session_id)
+
+
+async def end_session(request: web.Request) -> None:
+    session = await get_session(request)
+    session.invalidate()

@@ -1,0 +1,71 @@
+"""The gateway's settings, read once from `SYNCGATE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from syncgate.logs import LogFormat
+from syncgate.topology import EventsTopology
+
+
+def parse_session_keys(raw: str) -> list[str]:
+    """Comma-separated Fernet keys; the first encrypts, all of them decrypt."""
+    keys = [key.strip() for key in raw.split(",") if key.strip()]
+    if not keys:
+        raise ValueError("at least one key is required; make one with `syncgate keygen`")
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"key {position} is not a Fernet key (32 url-safe base64-encoded bytes); "
+                "make one with `syncgate keygen`"
+            ) from None
+    return keys
+
+
+class GatewaySettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SYNCGATE_", extra="ignore", frozen=True)
+
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    exchange: str = "syncgate.events"
+    unrouted_exchange: str = "syncgate.unrouted"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+    users_file: Path = Path("users.json")
+    app_settings_file: Path = Path("app-settings.toml")
+
+    # No default: a key that ships with the code is a key every attacker has.
+    session_keys: SecretStr
+    cookie_secure: bool = True
+    cookie_samesite: Literal["Lax", "Strict"] = "Lax"
+    session_idle_timeout: int = Field(default=30 * 60, gt=0)
+    session_absolute_timeout: int = Field(default=8 * 60 * 60, gt=0)
+
+    publish_deadline: float = Field(default=5.0, gt=0)
+    retry_after: int = Field(default=5, ge=1)
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_json_depth: int = Field(default=32, ge=2)
+
+    log_format: LogFormat = "json"
+    log_level: str = "INFO"
+
+    @field_validator("session_keys")
+    @classmethod
+    def _valid_session_keys(cls, value: SecretStr) -> SecretStr:
+        parse_session_keys(value.get_secret_value())
+        return value
+
+    @property
+    def fernet_keys(self) -> list[str]:
+        return parse_session_keys(self.session_keys.get_secret_value())
+
+    @property
+    def topology(self) -> EventsTopology:
+        return EventsTopology(exchange=self.exchange, unrouted=self.unrouted_exchange)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, checks lint and types, runs every test
+# against the real local broker. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-broker.sh
+scripts/venv.sh test
+
+echo "[test] ruff" >&2
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+echo "[test] mypy --strict" >&2
+.venv/bin/mypy
+echo "[test] pytest" >&2
+exec .venv/bin/pytest "$@"

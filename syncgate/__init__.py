@@ -1,0 +1,1 @@
+"""What the gateway, the consumers and the CLI share: broker topology, connections, logging."""

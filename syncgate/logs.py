@@ -1,0 +1,67 @@
+"""One line per log event: JSON for machines, a readable console format for `make run`.
+
+`request_id`, `event_id` and `correlation_id` come from context variables, so every line
+written while a request or a message is being handled carries them without threading them
+through each call.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextvars import ContextVar
+from typing import Literal
+
+from pythonjsonlogger.json import JsonFormatter
+
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+event_id_var: ContextVar[str | None] = ContextVar("event_id", default=None)
+correlation_id_var: ContextVar[str | None] = ContextVar("correlation_id", default=None)
+
+_CONTEXT = (
+    ("request_id", request_id_var),
+    ("event_id", event_id_var),
+    ("correlation_id", correlation_id_var),
+)
+
+LogFormat = Literal["json", "console"]
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in _CONTEXT:
+            value = var.get()
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
+        return True
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        context = " ".join(
+            f"{name}={getattr(record, name)}" for name, _ in _CONTEXT if hasattr(record, name)
+        )
+        return f"{line} {context}" if context else line
+
+
+def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
+    if fmt == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            )
+        )
+    else:
+        handler.setFormatter(
+            ConsoleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # aiohttp logs one access line per request; our own request log replaces it.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
