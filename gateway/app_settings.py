@@ -34,8 +34,8 @@ def load_app_settings(path: Path) -> AppSettings:
 class AppSettingsProvider:
     """What the seed called `getAppSettings()`: the current settings, re-read on change."""
 
-    def __init__(self, path: Path) -> None:
-        self._file = WatchedFile(path, load_app_settings)
+    def __init__(self, path: Path, *, check_interval: float = 1.0) -> None:
+        self._file = WatchedFile(path, load_app_settings, check_interval=check_interval)
 
     def current(self) -> AppSettings:
         return self._file.current()

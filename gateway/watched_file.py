@@ -27,8 +27,9 @@ class WatchedFile(Generic[T]):
         self._path = path
         self._parse = parse
         self._check_interval = check_interval
-        self._signature = self._stat()
+        # Parse first: a missing file must fail with the parser's clear message.
         self._value = parse(path)
+        self._signature = self._stat()
         self._next_check = time.monotonic() + check_interval
 
     @property

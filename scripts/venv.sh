@@ -17,7 +17,9 @@ stamp=".venv/.syncgate-installed"
 want="$(sha256sum pyproject.toml | cut -c1-16) $extras"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[venv] installing $spec" >&2
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e "$spec"
+    # Some machines point PIP_FIND_LINKS at folders that may not exist; pip warns per package.
+    quiet() { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet >&2
+    .venv/bin/python -m pip install -q -e "$spec" 2>&1 | quiet >&2
     echo "$want" > "$stamp"
 fi

@@ -1,0 +1,77 @@
+"""The `syncgate` command: keygen, users add, schemas check, runs, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+from cryptography.fernet import Fernet
+
+from consumers.run_store import RunStore
+from schemas.events import AppSettings, ConfluenceAppSync, EventUser
+from syncgate.cli import cli
+
+
+def test_keygen_prints_a_usable_fernet_key() -> None:
+    result = CliRunner().invoke(cli, ["keygen"])
+    assert result.exit_code == 0
+    Fernet(result.output.strip())
+    assert CliRunner().invoke(cli, ["keygen"]).output != result.output
+
+
+def test_users_add_reads_the_password_from_stdin(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    result = CliRunner().invoke(
+        cli,
+        ["users", "add", "ada@example.com", "--name", "Ada", "--file", str(path)],
+        input="long-enough-password\n",
+    )
+    assert result.exit_code == 0, result.output
+    [user] = json.loads(path.read_text())["users"]
+    assert user["email"] == "ada@example.com"
+    assert user["password_hash"].startswith("scrypt$")
+
+
+def test_users_add_refuses_short_passwords_and_bad_emails(tmp_path: Path) -> None:
+    path = tmp_path / "users.json"
+    short = CliRunner().invoke(
+        cli, ["users", "add", "ada@example.com", "--name", "Ada", "--file", str(path)], input="x\n"
+    )
+    assert short.exit_code == 2
+    assert "at least 8" in short.output
+    bad = CliRunner().invoke(
+        cli,
+        ["users", "add", "not-an-email", "--name", "Ada", "--file", str(path)],
+        input="long-enough-password\n",
+    )
+    assert bad.exit_code == 2
+    assert not path.exists()
+
+
+def test_schemas_check_passes_on_the_committed_files() -> None:
+    result = CliRunner().invoke(cli, ["schemas", "check"])
+    assert result.exit_code == 0, result.output
+
+
+def test_runs_lists_recorded_runs(tmp_path: Path) -> None:
+    store_path = tmp_path / "runs.sqlite3"
+    store = RunStore(store_path)
+    event = ConfluenceAppSync.new(
+        user=EventUser(id="u-1", email="ada@example.com", name="Ada"),
+        app_settings=AppSettings(baseUrl="https://x.example", spaceKeys=("ENG",)),
+        data="data",
+    )
+    assert store.record_sync(event, received_at=1)
+    assert not store.record_sync(event, received_at=2), "a redelivery is not recorded twice"
+    store.close()
+    result = CliRunner().invoke(cli, ["runs", "--store", str(store_path)])
+    assert result.exit_code == 0, result.output
+    assert str(event.id) in result.output
+    assert "ada@example.com" in result.output
+
+
+def test_gateway_refuses_to_start_without_session_keys(monkeypatch: object) -> None:
+    result = CliRunner(env={"SYNCGATE_SESSION_KEYS": None}).invoke(cli, ["gateway"])
+    assert result.exit_code == 2
+    assert "SYNCGATE_SESSION_KEYS" in result.output
