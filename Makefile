@@ -7,3 +7,8 @@ run:
 # Install the test tools, then lint, type-check and run every test against the real broker.
 test:
 	./scripts/test.sh
+
+# Measure syncgate against its ceilings and a FastAPI + FastStream peer; prints one table.
+# Pass options with ARGS, e.g. `make bench ARGS=--quick` or `make bench ARGS="--soak 60"`.
+bench:
+	./scripts/bench.sh $(ARGS)

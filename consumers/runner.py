@@ -7,15 +7,18 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage
+from aiormq.abc import FieldValue
 from pydantic import ValidationError
 
 from consumers.errors import NonRetryableError
 from consumers.handlers import Deps, Handler
+from consumers.metrics import ConsumerMetrics
 from consumers.settings import ConsumerSettings
 from consumers.topology import declare_consumer_topology
 from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
@@ -30,6 +33,8 @@ REASON_HEADER = "x-syncgate-reason"
 ERROR_HEADER = "x-syncgate-error"
 DEAD_LETTERED_AT_HEADER = "x-syncgate-dead-lettered-at"
 SOURCE_QUEUE_HEADER = "x-syncgate-source-queue"
+# One more than the tasks between a delivery frame and our callback starting (see `run`).
+_DELIVERY_TASK_HOPS = 3
 
 
 class Settlement(enum.Enum):
@@ -45,6 +50,41 @@ class Settlement(enum.Enum):
     """It can never succeed, or attempts ran out: park it in the DLQ with the reason."""
 
 
+class Delivery(Protocol):
+    """What the runner reads from a delivered message, and how it acks it."""
+
+    @property
+    def body(self) -> bytes: ...
+    @property
+    def headers(self) -> dict[str, FieldValue]: ...
+    @property
+    def routing_key(self) -> str | None: ...
+    @property
+    def content_type(self) -> str | None: ...
+    @property
+    def content_encoding(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def correlation_id(self) -> str | None: ...
+    @property
+    def type(self) -> str | None: ...
+    @property
+    def timestamp(self) -> datetime | None: ...
+    @property
+    def app_id(self) -> str | None: ...
+
+    async def ack(self, multiple: bool = False) -> None: ...
+
+
+class Republisher(Protocol):
+    """An exchange on a confirming channel: `publish` returns once the broker confirmed."""
+
+    async def publish(
+        self, message: AbstractMessage, routing_key: str, *, mandatory: bool = True
+    ) -> object: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     settlement: Settlement
@@ -52,12 +92,12 @@ class Decision:
     error: str = ""
 
 
-def attempt_of(message: AbstractIncomingMessage) -> int:
+def attempt_of(message: Delivery) -> int:
     value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
     return value if isinstance(value, int) and value >= 1 else 1
 
 
-def _copy(message: AbstractIncomingMessage, headers: dict[str, Any]) -> aio_pika.Message:
+def _copy(message: Delivery, headers: dict[str, Any]) -> aio_pika.Message:
     return aio_pika.Message(
         body=message.body,
         headers={**(message.headers or {}), **headers},
@@ -80,16 +120,18 @@ class Runner:
         deps: Deps,
         *,
         registry: EventRegistry = REGISTRY,
+        metrics: ConsumerMetrics | None = None,
     ) -> None:
         self._settings = settings
-        self._handlers = handlers
+        self._metrics = metrics if metrics is not None else ConsumerMetrics()
+        self._handlers = self._metrics.timed(handlers)
         self._deps = deps
         self._registry = registry
         self._in_flight = 0
         self._drained = asyncio.Event()
         self._drained.set()
-        self._default_exchange: AbstractExchange | None = None
-        self._dead_letter_exchange: AbstractExchange | None = None
+        self._retry_exchange: Republisher | None = None
+        self._dead_letter_exchange: Republisher | None = None
         self.consuming = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -109,13 +151,25 @@ class Runner:
             await stop.wait()
             log.info("stopping: cancelling the consumer and draining in-flight messages")
             await queue.cancel(consumer_tag)
+            # Deliveries read before the cancel-ok are tasks (aiormq's, then aio-pika's) whose
+            # callback has not started yet, so `_in_flight` does not count them: let them start.
+            for _ in range(_DELIVERY_TASK_HOPS):
+                await asyncio.sleep(0)
             await self._drained.wait()
             self.consuming.clear()
         log.info("stopped; nothing is left in flight")
 
     async def _open_republisher(self, channel: AbstractChannel) -> None:
-        self._default_exchange = channel.default_exchange
-        self._dead_letter_exchange = await channel.get_exchange(self._settings.dead_letter_exchange)
+        # The default exchange routes by queue name, which is how a retry queue is addressed.
+        self.use_exchanges(
+            retry=channel.default_exchange,
+            dead_letter=await channel.get_exchange(self._settings.dead_letter_exchange),
+        )
+
+    def use_exchanges(self, *, retry: Republisher, dead_letter: Republisher) -> None:
+        """Where `settle` republishes: both must be on confirming channels."""
+        self._retry_exchange = retry
+        self._dead_letter_exchange = dead_letter
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
@@ -136,7 +190,7 @@ class Runner:
             if self._in_flight == 0:
                 self._drained.set()
 
-    async def decide(self, message: AbstractIncomingMessage) -> Decision:
+    async def decide(self, message: Delivery) -> Decision:
         try:
             envelope = orjson.loads(message.body)
             name, version = envelope["name"], envelope["v"]
@@ -165,13 +219,13 @@ class Runner:
         await asyncio.to_thread(self._deps.runs.mark_processed, event_id)
         return Decision(Settlement.ACK)
 
-    async def settle(self, message: AbstractIncomingMessage, decision: Decision) -> None:
+    async def settle(self, message: Delivery, decision: Decision) -> None:
         routing_key = (message.headers or {}).get(ROUTING_KEY_HEADER) or message.routing_key
         if decision.settlement is Settlement.RETRY:
             attempt = attempt_of(message)
-            assert self._default_exchange is not None
+            assert self._retry_exchange is not None
             # Confirmed before the ack: a crash in between duplicates, never loses.
-            await self._default_exchange.publish(
+            await self._retry_exchange.publish(
                 _copy(
                     message,
                     {
@@ -202,4 +256,5 @@ class Runner:
                 mandatory=True,
             )
         await message.ack()
+        self._metrics.settled(decision.settlement.value)
         log.info("settled: %s", decision.settlement.value)

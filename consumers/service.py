@@ -6,6 +6,7 @@ import asyncio
 import signal
 
 from consumers.bootstrap import HANDLERS, build_deps
+from consumers.metrics import ConsumerMetrics, serve_metrics
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 
@@ -16,7 +17,9 @@ async def serve(settings: ConsumerSettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     deps = build_deps(settings)
+    metrics = ConsumerMetrics()
     try:
-        await Runner(settings, HANDLERS, deps).run(stop)
+        async with serve_metrics(metrics, settings):
+            await Runner(settings, HANDLERS, deps, metrics=metrics).run(stop)
     finally:
         deps.runs.close()

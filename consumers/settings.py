@@ -27,6 +27,12 @@ class ConsumerSettings(BaseSettings):
     # deliveries even if the consumer never gets to settle it.
     delivery_limit: int = Field(default=20, ge=1)
     run_store: Path = Path("syncgate-runs.sqlite3")
+    # Prometheus metrics on http://<host>:<port>/metrics; port 0 turns them off. Loopback by
+    # default: the endpoint has no authentication.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # How often syncgate_dlq_messages is sampled (a passive declare of the DLQ); 0 turns it off.
+    metrics_dlq_interval: float = Field(default=15.0, ge=0)
 
     log_format: LogFormat = "json"
     log_level: str = "INFO"

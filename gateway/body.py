@@ -12,13 +12,26 @@ from typing import Any, TypeVar
 
 import pydantic_core
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from aiohttp.web_protocol import RequestPayloadError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from gateway.errors import MalformedJson, UnsupportedMediaType, ValidationFailed
+from gateway.errors import (
+    MalformedJson,
+    PayloadTooLarge,
+    UnreadableBody,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 
 M = TypeVar("M", bound=BaseModel)
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+class NoBody(BaseModel):
+    """The body of a route that takes none: nothing, or `{}`. Anything else is a 422."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 def is_json_content_type(content_type: str) -> bool:
@@ -55,8 +68,32 @@ def parse_json(body: bytes, *, max_depth: int) -> Any:
     return value
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, within client_max_size; every way reading it fails is a 4xx."""
+    limit = request.client_max_size
+    # A declared length over the limit is refused before reading: otherwise the gateway would
+    # wait for bytes a client announced but may never send.
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge(f"the body may be at most {limit} bytes")
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        # Chunked bodies, and compressed ones once inflated, are counted as they arrive.
+        raise PayloadTooLarge(f"the body may be at most {limit} bytes") from None
+    except RequestPayloadError:
+        # The framing or Content-Encoding broke after the headers were read (bad gzip, a bad
+        # chunk in a later packet); aiohttp leaves that to the handler, which would be a 500.
+        raise UnreadableBody(
+            "the body could not be read: its encoding or framing is broken"
+        ) from None
+
+
 async def read_json_object(request: web.Request, *, max_depth: int) -> dict[str, Any]:
-    """The body as a JSON object; an absent body counts as `{}`."""
+    """The body as a JSON object; an absent or empty body counts as `{}`.
+
+    Empty means zero bytes, however they were framed (no body, `Content-Length: 0`, or a
+    chunked body with no chunks), so the answer does not depend on the client's framing.
+    """
     if not request.body_exists:
         return {}
     if not is_json_content_type(request.content_type):
@@ -64,8 +101,10 @@ async def read_json_object(request: web.Request, *, max_depth: int) -> dict[str,
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
         raise MalformedJson(f"JSON bodies must be UTF-8, not {charset!r}")
-    # request.read() enforces client_max_size and raises 413 past it.
-    value = parse_json(await request.read(), max_depth=max_depth)
+    body = await read_body(request)
+    if not body:
+        return {}
+    value = parse_json(body, max_depth=max_depth)
     if not isinstance(value, dict):
         raise ValidationFailed("the body must be a JSON object")
     return value

@@ -33,9 +33,38 @@ class InvalidCredentials(GatewayError):
     code = "invalid_credentials"
 
 
+class CsrfFailed(GatewayError):
+    """A state-changing request that may come from another site, or lacks its CSRF token."""
+
+    status = 403
+    code = "csrf_failed"
+
+
+class TooManyAttempts(GatewayError):
+    """Too many failed logins for this account or address; try again after `retry_after`."""
+
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
 class MalformedJson(GatewayError):
     status = 400
     code = "malformed_json"
+
+
+class UnreadableBody(GatewayError):
+    """The body's framing or Content-Encoding is broken (a bad gzip stream, a bad chunk)."""
+
+    status = 400
+    code = "unreadable_body"
+
+
+class InvalidIdempotencyKey(GatewayError):
+    status = 400
+    code = "invalid_idempotency_key"
 
 
 class PayloadTooLarge(GatewayError):
@@ -51,6 +80,13 @@ class UnsupportedMediaType(GatewayError):
 class ValidationFailed(GatewayError):
     status = 422
     code = "validation_failed"
+
+
+class RunStoreUnavailable(GatewayError):
+    """The consumer's run store could not be read (locked, corrupt, unreadable)."""
+
+    status = 503
+    code = "run_store_unavailable"
 
 
 class BrokerUnavailable(GatewayError):

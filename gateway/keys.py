@@ -7,7 +7,11 @@ from collections.abc import Callable
 from aiohttp import web
 
 from gateway.app_settings import AppSettingsProvider
+from gateway.idempotency import IdempotencyCache
+from gateway.login_limits import LoginLimits
+from gateway.metrics import GatewayMetrics
 from gateway.publisher import EventPublisher
+from gateway.revocation import RevocationList
 from gateway.settings import GatewaySettings
 from gateway.users import UserStore
 
@@ -18,5 +22,9 @@ CLOCK: web.AppKey[Clock] = web.AppKey("clock")
 USERS = web.AppKey("users", UserStore)
 APP_SETTINGS = web.AppKey("app_settings", AppSettingsProvider)
 PUBLISHER = web.AppKey("publisher", EventPublisher)
+IDEMPOTENCY = web.AppKey("idempotency", IdempotencyCache)
+REVOCATIONS = web.AppKey("revocations", RevocationList)
+LOGIN_LIMITS = web.AppKey("login_limits", LoginLimits)
+METRICS = web.AppKey("metrics", GatewayMetrics)
 
 REQUEST_ID = web.RequestKey("request_id", str)

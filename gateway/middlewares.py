@@ -19,6 +19,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError
 from gateway.keys import REQUEST_ID
+from gateway.responses import ErrorBody, ErrorDetail
 from syncgate.logs import request_id_var
 
 log = logging.getLogger("syncgate.gateway.http")
@@ -36,7 +37,9 @@ _HTTP_CODES = {
 
 
 def error_body(code: str, message: str, details: list[Any] | None = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": details or []}}
+    # Through the model the OpenAPI document publishes, so the shape cannot drift from it.
+    error = ErrorDetail(code=code, message=message, details=details or [])
+    return ErrorBody(error=error).model_dump(mode="json")
 
 
 def error_response(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -12,12 +13,15 @@ import aio_pika
 from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
 
 from gateway.errors import BrokerUnavailable
+from gateway.metrics import GatewayMetrics, PublishOutcome
 from schemas.events import ConfluenceAppSync
 from schemas.registry import routing_key_for
 from syncgate.amqp import connect_with_retry
 from syncgate.topology import EventsTopology, declare_events_exchange
 
 log = logging.getLogger(__name__)
+
+_RETRY_PAUSE = 0.05
 
 
 class EventPublisher(Protocol):
@@ -53,16 +57,29 @@ class AmqpPublisher:
     the connection, but never past the deadline, so a client gets a 503 instead of a hang.
     """
 
-    def __init__(self, url: str, topology: EventsTopology, *, deadline: float, retry_after: int):
+    def __init__(
+        self,
+        url: str,
+        topology: EventsTopology,
+        *,
+        deadline: float,
+        retry_after: int,
+        metrics: GatewayMetrics | None = None,
+    ):
         self._url = url
         self._topology = topology
         self._deadline = deadline
         self._retry_after = retry_after
-        self._connected = asyncio.Event()
+        self._metrics = metrics if metrics is not None else GatewayMetrics()
+        # Set while the channel is open with the exchange declared; cleared when the channel
+        # closes (the broker went away) and set again once the robust channel has reopened and
+        # re-declared the exchange. Publishes wait on it, within their deadline.
+        self._link_up = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractExchange | None = None
         self._opener: asyncio.Task[None] | None = None
+        self._closing = False
 
     def start(self) -> None:
         self._opener = asyncio.create_task(self._open(), name="syncgate-broker-open")
@@ -81,13 +98,26 @@ class AmqpPublisher:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel
         self._exchange = await declare_events_exchange(channel, self._topology)
-        self._connected.set()
+        # The robust channel re-declares the exchange (and the unrouted queue and its binding)
+        # before it calls its reopen callbacks, so "reopened" means "ready to publish" again.
+        channel.close_callbacks.add(self._on_channel_closed)
+        channel.reopen_callbacks.add(self._on_channel_reopened)
+        self._link_up.set()
         log.info("connected to the broker; exchange %s declared", self._topology.exchange)
+
+    def _on_channel_closed(self, _: object, exc: BaseException | None) -> None:
+        self._link_up.clear()
+        if not self._closing:
+            log.warning("the broker channel closed (%r); publishes wait for the reconnect", exc)
+
+    def _on_channel_reopened(self, _: object) -> None:
+        self._link_up.set()
+        log.info("the broker channel reopened; exchange %s re-declared", self._topology.exchange)
 
     @property
     def ready(self) -> bool:
         return (
-            self._connected.is_set()
+            self._link_up.is_set()
             and self._connection is not None
             and self._connection.connected.is_set()
             and self._channel is not None
@@ -96,30 +126,63 @@ class AmqpPublisher:
 
     async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
         message = build_message(event, correlation_id=correlation_id)
+        started = time.perf_counter()
         try:
             # One deadline over the wait for a (re)connection and the confirm: aio-pika's own
-            # timeout covers neither the wait on `connected` nor a reconnect.
+            # timeout covers neither the wait for the link nor a reconnect. A blocked connection
+            # (a memory or disk alarm) never confirms, so it ends here too.
             async with asyncio.timeout(self._deadline):
-                await self._connected.wait()
-                assert self._exchange is not None
-                await self._exchange.publish(message, routing_key_for(event.name), mandatory=True)
+                await self._publish_when_up(message, routing_key_for(event.name))
         except TimeoutError:
             log.warning("publish of %s missed the %.1fs deadline", event.id, self._deadline)
+            self._count(PublishOutcome.DEADLINE_MISSED, started)
             raise self._unavailable("the broker did not confirm the event in time") from None
         except aio_pika.exceptions.PublishError:
             log.error("the broker returned %s as unroutable", event.id)
+            self._count(PublishOutcome.RETURNED, started)
             raise self._unavailable("the broker could not route the event") from None
         except aio_pika.exceptions.DeliveryError:
             log.error("the broker refused %s (nack)", event.id)
+            self._count(PublishOutcome.NACKED, started)
             raise self._unavailable("the broker refused the event") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             log.warning("publish of %s failed: %r", event.id, exc)
+            self._count(PublishOutcome.FAILED, started)
             raise self._unavailable("the broker connection failed") from None
+        except asyncio.CancelledError:
+            # aiormq fails a pending confirm with CancelledError when its connection is torn
+            # down. Only a cancellation of this request itself may pass as one.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            log.warning("publish of %s lost its connection before the confirm", event.id)
+            self._count(PublishOutcome.FAILED, started)
+            raise self._unavailable("the broker connection failed") from None
+        self._count(PublishOutcome.CONFIRMED, started)
+        # The line an operator greps for: the same event id is on the consumer's "settled" line.
+        log.info("published", extra={"event_id": str(event.id), "correlation_id": correlation_id})
+
+    async def _publish_when_up(self, message: aio_pika.Message, routing_key: str) -> None:
+        while True:
+            await self._link_up.wait()
+            assert self._exchange is not None
+            try:
+                await self._exchange.publish(message, routing_key, mandatory=True)
+                return
+            except aio_pika.exceptions.ChannelInvalidStateError:
+                # The channel closed between the wait and the write, so nothing was sent and
+                # another try cannot duplicate the event. The close callback clears the link
+                # a moment later; the pause keeps this from spinning until it does.
+                await asyncio.sleep(_RETRY_PAUSE)
+
+    def _count(self, outcome: PublishOutcome, started: float) -> None:
+        self._metrics.published(outcome, time.perf_counter() - started)
 
     def _unavailable(self, message: str) -> BrokerUnavailable:
         return BrokerUnavailable(message, retry_after=self._retry_after)
 
     async def close(self) -> None:
+        self._closing = True
         if self._opener is not None:
             self._opener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

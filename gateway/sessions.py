@@ -21,8 +21,8 @@ from aiohttp_session import Session, SessionData, get_session, new_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from gateway.errors import NotAuthenticated
-from gateway.keys import CLOCK, SETTINGS, USERS
+from gateway.errors import BrokerUnavailable, NotAuthenticated
+from gateway.keys import CLOCK, REVOCATIONS, SETTINGS, USERS
 from schemas.events import EventUser
 
 log = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ def session_storage(app: web.Application) -> RotatingCookieStorage:
 class SignedIn:
     user: EventUser
     session_id: str
+    issued_at: int
 
 
 async def start_session(request: web.Request, user: EventUser) -> SignedIn:
@@ -121,7 +122,7 @@ async def start_session(request: web.Request, user: EventUser) -> SignedIn:
     now = int(request.app[CLOCK]())
     session_id = secrets.token_urlsafe(16)
     session.update({"uid": user.id, "sid": session_id, "iat": now, "seen": now})
-    return SignedIn(user=user, session_id=session_id)
+    return SignedIn(user=user, session_id=session_id, issued_at=now)
 
 
 def _int(value: Any) -> int | None:
@@ -153,15 +154,32 @@ async def require_user(request: web.Request) -> SignedIn:
         session.invalidate()
         log.info("rejected a session past its idle timeout")
         raise NotAuthenticated("the session has expired; sign in again")
+    revocations = request.app[REVOCATIONS]
+    if not revocations.ready:
+        # Fail closed: until this gateway has read every logout, any cookie might be one.
+        raise BrokerUnavailable(
+            "the gateway is still loading logged-out sessions", retry_after=settings.retry_after
+        )
+    if revocations.is_revoked(session_id):
+        session.invalidate()
+        log.info("rejected a session that was logged out")
+        raise NotAuthenticated("the session has ended; sign in again")
     record = request.app[USERS].by_id(user_id)
     if record is None:
         session.invalidate()
         raise NotAuthenticated("the user no longer exists")
     if now - seen_at >= RENEW_AFTER_SECONDS:
         session["seen"] = now
-    return SignedIn(user=record.public(), session_id=session_id)
+    return SignedIn(user=record.public(), session_id=session_id, issued_at=issued_at)
 
 
-async def end_session(request: web.Request) -> None:
+async def end_session(request: web.Request, signed_in: SignedIn) -> None:
+    """Clear the cookie and revoke its session on every gateway, until it would have expired.
+
+    Clearing the cookie alone is not enough: a copy of it (stolen, or in another tab's
+    memory) would stay valid until its absolute timeout.
+    """
+    until = signed_in.issued_at + request.app[SETTINGS].session_absolute_timeout
+    await request.app[REVOCATIONS].revoke(signed_in.session_id, until=until)
     session = await get_session(request)
     session.invalidate()

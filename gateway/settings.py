@@ -37,9 +37,14 @@ class GatewaySettings(BaseSettings):
     unrouted_exchange: str = "syncgate.unrouted"
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # SO_REUSEPORT, so several gateway processes can share one port (the kernel spreads
+    # connections between them).
+    reuse_port: bool = False
 
     users_file: Path = Path("users.json")
     app_settings_file: Path = Path("app-settings.toml")
+    # The consumer's SQLite run store, read-only here: GET /api/runs/{id} answers from it.
+    run_store: Path = Path("syncgate-runs.sqlite3")
 
     # No default: a key that ships with the code is a key every attacker has.
     session_keys: SecretStr
@@ -50,8 +55,25 @@ class GatewaySettings(BaseSettings):
 
     publish_deadline: float = Field(default=5.0, gt=0)
     retry_after: int = Field(default=5, ge=1)
+    # How long a confirmed Idempotency-Key answers with its first event id: 24 h covers a
+    # client's retries across a long outage or an overnight batch, as payment APIs do. The
+    # count bounds the memory (100k keys is tens of MB at worst); the oldest go first.
+    idempotency_window: float = Field(default=24 * 60 * 60, gt=0)
+    idempotency_max_keys: int = Field(default=100_000, ge=1)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
+
+    # Security (see README "Security"). Origins allowed to send state-changing requests, comma-
+    # separated (e.g. "https://app.example.com"); empty means only the gateway's own origin.
+    allowed_origins: str = ""
+    # A RabbitMQ stream every gateway replays on start and then follows: logged-out sessions.
+    revocation_stream: str = "syncgate.revocations"
+    # Failed logins allowed before a lockout, per account and per client address; each further
+    # failure doubles the lockout, from the base up to the cap.
+    login_max_failures: int = Field(default=5, ge=1)
+    login_max_failures_per_address: int = Field(default=20, ge=1)
+    login_lockout_base: int = Field(default=30, ge=1)
+    login_lockout_max: int = Field(default=15 * 60, ge=1)
 
     log_format: LogFormat = "json"
     log_level: str = "INFO"
@@ -65,6 +87,11 @@ class GatewaySettings(BaseSettings):
     @property
     def fernet_keys(self) -> list[str]:
         return parse_session_keys(self.session_keys.get_secret_value())
+
+    @property
+    def origins(self) -> frozenset[str]:
+        origins = (origin.strip().rstrip("/") for origin in self.allowed_origins.split(","))
+        return frozenset(origin for origin in origins if origin)
 
     @property
     def topology(self) -> EventsTopology:

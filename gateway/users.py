@@ -100,9 +100,11 @@ class UserStore:
 
     def authenticate(self, email: str, password: str) -> UserRecord | None:
         """Blocking (scrypt is slow on purpose): call it in a thread."""
-        wanted = email.strip().lower()
+        # compare_digest takes str only when it is ASCII: compare UTF-8 bytes (found by fuzzing).
+        wanted = email.strip().lower().encode()
         user = next(
-            (u for u in self._users() if hmac.compare_digest(u.email.lower(), wanted)), None
+            (u for u in self._users() if hmac.compare_digest(u.email.lower().encode(), wanted)),
+            None,
         )
         ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
         return user if ok and user is not None else None

@@ -8,9 +8,20 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
-from gateway.body import read_json_object, validate_body
+from gateway.body import NoBody, read_json_object, validate_body
+from gateway.csrf import csrf_token
 from gateway.errors import InvalidCredentials, NotAuthenticated
-from gateway.keys import APP_SETTINGS, PUBLISHER, REQUEST_ID, SETTINGS, USERS
+from gateway.idempotency import idempotency_key
+from gateway.keys import (
+    APP_SETTINGS,
+    IDEMPOTENCY,
+    LOGIN_LIMITS,
+    PUBLISHER,
+    REQUEST_ID,
+    REVOCATIONS,
+    SETTINGS,
+    USERS,
+)
 from gateway.sessions import end_session, require_user, start_session
 from schemas.events import ConfluenceAppSync
 
@@ -41,26 +52,48 @@ async def _body(request: web.Request, model: type[Any]) -> Any:
 @routes.post("/api/route")
 async def sync(request: web.Request) -> web.Response:
     signed_in = await require_user(request)
+    key = idempotency_key(request)
     body: SyncRequest = await _body(request, SyncRequest)
-    event = ConfluenceAppSync.new(
-        user=signed_in.user,
-        app_settings=request.app[APP_SETTINGS].current(),
-        data=body.data,
-    )
-    await request.app[PUBLISHER].publish(event, correlation_id=request[REQUEST_ID])
+
+    async def publish() -> str:
+        event = ConfluenceAppSync.new(
+            user=signed_in.user,
+            app_settings=request.app[APP_SETTINGS].current(),
+            data=body.data,
+        )
+        await request.app[PUBLISHER].publish(event, correlation_id=request[REQUEST_ID])
+        return str(event.id)
+
+    # A retry with a key already confirmed gets the first event id, and nothing is published.
+    outcome = await request.app[IDEMPOTENCY].run_once(signed_in.user.id, key, publish)
+    headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     # "success" stays the string "true": the original clients compare it as a string.
-    return web.json_response({"success": "true", "id": str(event.id)}, status=202)
+    return web.json_response(
+        {"success": "true", "id": outcome.event_id}, status=202, headers=headers
+    )
 
 
 @routes.post("/api/auth/login")
 async def login(request: web.Request) -> web.Response:
     body: LoginRequest = await _body(request, LoginRequest)
+    limits, address = request.app[LOGIN_LIMITS], request.remote or "unknown"
+    limits.check(body.email, address)
     # scrypt takes tens of milliseconds on purpose; keep it off the event loop.
     record = await asyncio.to_thread(request.app[USERS].authenticate, body.email, body.password)
     if record is None:
+        limits.failed(body.email, address)
         raise InvalidCredentials("the email or password is wrong")
+    limits.succeeded(body.email)
     signed_in = await start_session(request, record.public())
-    return web.json_response({"user": signed_in.user.model_dump(mode="json")})
+    token = csrf_token(request.app[SETTINGS].fernet_keys, signed_in.session_id)
+    return web.json_response({"user": signed_in.user.model_dump(mode="json"), "csrfToken": token})
+
+
+@routes.get("/api/auth/csrf")
+async def csrf(request: web.Request) -> web.Response:
+    signed_in = await require_user(request)
+    token = csrf_token(request.app[SETTINGS].fernet_keys, signed_in.session_id)
+    return web.json_response({"csrfToken": token})
 
 
 @routes.get("/api/auth/session")
@@ -74,8 +107,9 @@ async def session(request: web.Request) -> web.Response:
 
 @routes.post("/api/auth/logout")
 async def logout(request: web.Request) -> web.Response:
-    await require_user(request)
-    await end_session(request)
+    signed_in = await require_user(request)
+    await _body(request, NoBody)  # a body here is a client bug: say so rather than ignore it
+    await end_session(request, signed_in)
     return web.json_response({"success": "true"})
 
 
@@ -86,6 +120,6 @@ async def healthz(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    if request.app[PUBLISHER].ready:
+    if request.app[PUBLISHER].ready and request.app[REVOCATIONS].ready:
         return web.json_response({"status": "ready"})
     return web.json_response({"status": "broker unavailable"}, status=503)

@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-broker.sh
-scripts/venv.sh test
+# Chromium for the browser test (Debian's package; Playwright's downloads are not used).
+scripts/ensure-browser.sh
+# The bench extra too: the bench smoke test runs the FastAPI + FastStream peer.
+scripts/venv.sh test bench
 
 echo "[test] ruff" >&2
 .venv/bin/ruff check .

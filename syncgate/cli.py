@@ -49,7 +49,14 @@ def gateway() -> None:
         app = create_app(settings)
     except (AppSettingsError, UsersFileError) as exc:
         raise click.ClickException(str(exc)) from None
-    web.run_app(app, host=settings.host, port=settings.port, access_log=None, print=None)
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.reuse_port,
+        access_log=None,
+        print=None,
+    )
 
 
 @cli.command()
@@ -161,3 +168,107 @@ def schemas_check() -> None:
             "out of date: " + ", ".join(drifted) + "; run `syncgate schemas export`"
         )
     click.echo("schema files match the models")
+
+
+@cli.group()
+def topology() -> None:
+    """Export the broker's definitions.json from the code that declares it, or check it."""
+
+
+_DEFINITIONS_OPTION = click.option(
+    "--file",
+    "definitions_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="definitions.json",
+    show_default=True,
+    help="The definitions file RabbitMQ loads at boot.",
+)
+
+
+@topology.command("export")
+@_DEFINITIONS_OPTION
+def topology_export(definitions_file: Path) -> None:
+    """Write definitions.json: the exchanges, queues and bindings of the default settings."""
+    from syncgate.definitions import export_definitions
+
+    click.echo(f"wrote {export_definitions(definitions_file)}")
+
+
+@topology.command("check")
+@_DEFINITIONS_OPTION
+def topology_check(definitions_file: Path) -> None:
+    """Fail if definitions.json differs from what the code declares now."""
+    from syncgate.definitions import definitions_drifted
+
+    if definitions_drifted(definitions_file):
+        raise click.ClickException(
+            f"{definitions_file} is out of date; run `syncgate topology export`"
+        )
+    click.echo(f"{definitions_file} matches the code")
+
+
+@cli.group()
+def dlq() -> None:
+    """Look into the consumer's dead-letter queue and replay what is in it (SYNCGATE_* settings)."""
+
+
+@dlq.command("list")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 100_000))
+def dlq_list(limit: int) -> None:
+    """Show dead-lettered events, oldest first, without removing them."""
+    from consumers.dlq import DeadLetter, DeadLetterError, DeadLetterQueue
+    from consumers.settings import ConsumerSettings
+
+    async def browse() -> tuple[str, int, list[DeadLetter]]:
+        async with DeadLetterQueue.open(settings) as queue:
+            return queue.name, await queue.count(), await queue.list(limit=limit)
+
+    settings = load_settings(ConsumerSettings)
+    try:
+        name, total, letters = asyncio.run(browse())
+    except DeadLetterError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{name}: {total} dead-lettered" + (f", showing {len(letters)}" if letters else ""))
+    for letter in letters:
+        at = letter.dead_lettered_at
+        when = at.isoformat(timespec="seconds") if at is not None else "-"
+        click.echo(
+            f"{when}  {letter.event_id}  reason={letter.reason}  attempts={letter.attempts}"
+            f"  key={letter.routing_key or '-'}  error={letter.error or '-'}"
+        )
+
+
+@dlq.command("replay")
+@click.option("--id", "event_id", help="Replay the dead-lettered event with this id.")
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead-lettered event.")
+def dlq_replay(event_id: str | None, replay_all: bool) -> None:
+    """Republish dead-lettered events to the events exchange as first attempts.
+
+    Each is removed from the DLQ only after the broker confirmed its republish.
+    """
+    from consumers.dlq import DeadLetterError, DeadLetterQueue
+    from consumers.settings import ConsumerSettings
+
+    if (event_id is None) == (not replay_all):
+        raise click.UsageError("give exactly one of --id ID or --all")
+    settings = load_settings(ConsumerSettings)
+
+    async def replay_one(wanted: str) -> None:
+        async with DeadLetterQueue.open(settings) as queue:
+            letter = await queue.replay_one(wanted)
+        click.echo(f"replayed {letter.event_id} to {letter.routing_key}")
+
+    async def replay_every() -> None:
+        async with DeadLetterQueue.open(settings) as queue:
+            total = await queue.count()
+            replayed = 0
+            with click.progressbar(length=total, label=f"replaying {queue.name}") as bar:
+                async for _ in queue.replay_all(limit=total):
+                    replayed += 1
+                    bar.update(1)
+        click.echo(f"replayed {replayed} of {total}")
+
+    try:
+        asyncio.run(replay_one(event_id) if event_id is not None else replay_every())
+    except DeadLetterError as exc:
+        raise click.ClickException(str(exc)) from None

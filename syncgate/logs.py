@@ -8,9 +8,8 @@ through each call.
 from __future__ import annotations
 
 import logging
-import sys
 from contextvars import ContextVar
-from typing import Literal
+from typing import Literal, TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -45,8 +44,9 @@ class ConsoleFormatter(logging.Formatter):
         return f"{line} {context}" if context else line
 
 
-def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def log_handler(fmt: LogFormat = "json", stream: TextIO | None = None) -> logging.Handler:
+    """A handler writing one line per record to `stream` (stderr by default)."""
+    handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
     if fmt == "json":
         handler.setFormatter(
@@ -60,8 +60,12 @@ def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
         handler.setFormatter(
             ConsoleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
+    return handler
+
+
+def configure_logging(fmt: LogFormat = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [log_handler(fmt)]
     root.setLevel(level)
     # aiohttp logs one access line per request; our own request log replaces it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

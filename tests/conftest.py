@@ -103,9 +103,13 @@ def fake_publisher() -> FakePublisher:
     return FakePublisher()
 
 
-async def login(client: TestClient[web.Request, web.Application], email: str = EMAIL) -> None:
+async def login(client: TestClient[web.Request, web.Application], email: str = EMAIL) -> str:
+    """Sign in; the session's CSRF token becomes a default header of the client, and is returned."""
     response = await client.post("/api/auth/login", json={"email": email, "password": PASSWORD})
     assert response.status == 200, await response.text()
+    token: str = (await response.json())["csrfToken"]
+    client.session.headers["X-CSRF-Token"] = token
+    return token
 
 
 @pytest.fixture
@@ -122,9 +126,14 @@ class BrokerNames:
         self.unrouted = f"{prefix}.unrouted"
         self.dlx = f"{prefix}.dlx"
         self.queue = f"{prefix}.work"
+        self.revocations = f"{prefix}.revocations"
 
     def gateway_overrides(self) -> dict[str, Any]:
-        return {"exchange": self.exchange, "unrouted_exchange": self.unrouted}
+        return {
+            "exchange": self.exchange,
+            "unrouted_exchange": self.unrouted,
+            "revocation_stream": self.revocations,
+        }
 
     def consumer_settings(self, tmp_path: Path, **overrides: Any) -> ConsumerSettings:
         values: dict[str, Any] = {

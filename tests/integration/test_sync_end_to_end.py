@@ -130,3 +130,30 @@ async def test_an_unreachable_broker_is_503_with_retry_after(
     assert response.headers["Retry-After"] == "3"
     assert (await response.json())["error"]["code"] == "broker_unavailable"
     assert time.monotonic() - started < 2.0
+
+
+@pytest.mark.parametrize(
+    ("offered", "echoed"), [("client-req-42", True), ("not sane: spaces", False)]
+)
+async def test_the_request_id_is_the_messages_correlation_id(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    names: BrokerNames,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    offered: str,
+    echoed: bool,
+) -> None:
+    client: Client = await aiohttp_client(create_app(make_settings(**names.gateway_overrides())))
+    await wait_ready(client)
+    channel = await amqp.channel()
+    queue = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)
+    await queue.bind(await channel.get_exchange(names.exchange), routing_key="#")
+    await login(client)
+
+    response = await client.post("/api/sync", json={}, headers={"X-Request-Id": offered})
+    assert response.status == 202
+    request_id = response.headers["X-Request-Id"]
+    assert (request_id == offered) is echoed
+    message = await queue.get(timeout=5)
+    await message.ack()
+    assert message.correlation_id == request_id

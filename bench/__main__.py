@@ -1,0 +1,51 @@
+"""`python -m bench`: measure syncgate against its ceilings and the peer; print one table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from bench.load import wrk_available
+from bench.runner import Plan, peer_installed, print_report, run
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="CI smoke: 1 round, c=16, 2 s")
+    parser.add_argument("--concurrency", type=_ints, default=(1, 16, 64, 256))
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per point")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--workers", type=_ints, default=(1, 2), help="gateway process counts")
+    parser.add_argument("--prefetch", type=int, default=64, help="the consumers' prefetch")
+    parser.add_argument("--no-peer", action="store_true", help="leave out FastAPI + FastStream")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
+                        help="only a memory soak: moderate load, gateway RSS sampled")  # fmt: skip
+    args = parser.parse_args()
+    if args.loadgen == "wrk" and not wrk_available():
+        parser.error("wrk is not installed (apt-get install wrk)")
+    use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_available())
+    peer = not args.no_peer and peer_installed()
+    if not args.no_peer and not peer:
+        print("[bench] the peer is left out: install the bench extra (pip install -e '.[bench]')")
+    plan = Plan(
+        concurrencies=(16,) if args.quick else args.concurrency,
+        duration=2.0 if args.quick else args.duration,
+        rounds=1 if args.quick else args.rounds,
+        workers=(1,) if args.quick else args.workers,
+        prefetch=args.prefetch,
+        peer=peer,
+        use_wrk=use_wrk,
+        soak=args.soak,
+    )
+    rows = asyncio.run(run(plan))
+    if rows:
+        print_report(rows, plan)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""The gateway's Prometheus metrics: what they are, the middleware that counts requests, and
+the /metrics view.
+
+Each app gets its own registry (not prometheus_client's global one), so a process, or a test
+session, can build many apps without "Duplicated timeseries" errors.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+
+# Requests no route matched (404, 405) share one label: raw paths would let any client
+# create a new time series per URL it makes up.
+UNMATCHED = "unmatched"
+
+# Publishes are bounded by SYNCGATE_PUBLISH_DEADLINE (5 s by default); buckets up to 10 s
+# keep a longer deadline visible too.
+_PUBLISH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class PublishOutcome(enum.Enum):
+    """How a publish ended; the `outcome` label of syncgate_publish_total."""
+
+    CONFIRMED = "confirmed"
+    """The broker confirmed it: the client got 202."""
+    RETURNED = "returned"
+    """The broker returned it as unroutable."""
+    NACKED = "nacked"
+    """The broker refused it."""
+    DEADLINE_MISSED = "deadline_missed"
+    """No confirm within the deadline (broker down, blocked, or slow)."""
+    FAILED = "failed"
+    """The connection or channel failed under it."""
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "syncgate_http_requests",
+            "HTTP requests answered, by route (its canonical path), method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.publish_duration = Histogram(
+            "syncgate_publish_duration_seconds",
+            "Time from the start of a publish to the broker's confirm or the failure.",
+            buckets=_PUBLISH_BUCKETS,
+            registry=self.registry,
+        )
+        self.publishes = Counter(
+            "syncgate_publish",
+            "Publishes to the broker, by outcome.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        # Every outcome shows from the start, at 0, so a rate() over it never has a gap.
+        for outcome in PublishOutcome:
+            self.publishes.labels(outcome=outcome.value)
+
+    def published(self, outcome: PublishOutcome, seconds: float) -> None:
+        self.publishes.labels(outcome=outcome.value).inc()
+        self.publish_duration.observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return UNMATCHED if resource is None else resource.canonical
+
+
+def metrics_middleware(metrics: GatewayMetrics) -> Middleware:
+    """Counts every answered request. Outermost, so it sees the final status, 500s included."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            # Only redirects and the like get here: the error middleware renders the rest.
+            metrics.http_requests.labels(route_label(request), request.method, exc.status).inc()
+            raise
+        metrics.http_requests.labels(route_label(request), request.method, response.status).inc()
+        return response
+
+    return middleware
+
+
+def metrics_view(metrics: GatewayMetrics) -> Handler:
+    """GET /metrics in the Prometheus text format. Unauthenticated: restrict it at the proxy."""
+
+    async def view(request: web.Request) -> web.Response:
+        headers = {"Content-Type": CONTENT_TYPE_LATEST}
+        return web.Response(body=metrics.exposition(), headers=headers)
+
+    return view

@@ -1,0 +1,410 @@
+"""The OpenAPI 3.1 document, generated from the route table and the pydantic models.
+
+Nothing here restates a schema: request and response bodies come from the same pydantic models
+the gateway validates with (`models_json_schema`). What the models cannot say (which routes
+exist, what each answers, which need the session) is in OPERATIONS, one entry per route. The
+paths come from `app.router`: a route without an entry is left out of the document, and
+tests/unit/test_openapi.py fails until it gets one.
+
+Served at GET /openapi.json, and rendered for people at GET /docs (gateway/static/docs.*).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, cast
+
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from gateway.body import NoBody
+from gateway.csrf import HEADER as CSRF_HEADER
+from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from gateway.idempotency import MAX_KEY_LENGTH
+from gateway.keys import SETTINGS
+from gateway.page import STATIC_DIR
+from gateway.responses import (
+    CsrfTokenResponse,
+    ErrorBody,
+    Health,
+    LoggedOut,
+    LoginResponse,
+    Readiness,
+    RunStatus,
+    SessionResponse,
+    SyncAccepted,
+)
+from gateway.sessions import cookie_name
+from gateway.views import LoginRequest, SyncRequest
+
+REF_TEMPLATE = "#/components/schemas/{model}"
+JSON = "application/json"
+
+Auth = Literal["none", "session", "session+csrf"]
+"""What a route needs: nothing, the session cookie, or the cookie and the CSRF header."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One status a route can answer: its JSON model (or another media type) and headers."""
+
+    description: str
+    model: type[BaseModel] | None = ErrorBody
+    media_type: str = JSON
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    summary: str
+    answers: Mapping[int, Answer]
+    auth: Auth = "none"
+    body: type[BaseModel] | None = None
+    body_required: bool = False
+    """False: no body (or an empty one) counts as `{}`."""
+    idempotency_key: bool = False
+    tag: str = "gateway"
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+RESPONSE_HEADERS = {
+    "X-Request-Id": Header("The request's id: the client's if sane, else a new one."),
+    "Retry-After": Header("Seconds to wait before retrying.", {"type": "integer"}),
+    "Idempotent-Replayed": Header(
+        "`true` when the answer replays an earlier request with the same key.",
+        {"const": "true"},
+    ),
+    "Set-Cookie": Header("The session cookie."),
+}
+
+# The answers most routes share.
+_INTERNAL = {500: Answer("A bug; it is logged with the request id.")}
+_SIGNED_IN = {
+    401: Answer("No session, or a bad, forged or expired one."),
+    503: Answer(
+        "The gateway has not yet loaded the logged-out sessions; retry.",
+        headers=("Retry-After",),
+    ),
+}
+_CSRF = {403: Answer("Another site's origin, or no valid X-CSRF-Token.")}
+_BODY = {
+    400: Answer("Not JSON, bad UTF-8, a charset other than UTF-8, or past the JSON limits."),
+    413: Answer("The body is over SYNCGATE_MAX_BODY_BYTES."),
+    415: Answer("A body that is not application/json."),
+    422: Answer("A JSON body that is not an object or does not match the contract."),
+}
+
+_SYNC = Operation(
+    summary="Publish a sync event for the signed-in user",
+    description="202 only after the broker confirmed the persistent message.",
+    auth="session+csrf",
+    body=SyncRequest,
+    idempotency_key=True,
+    tag="sync",
+    answers={
+        202: Answer("Published and confirmed.", SyncAccepted, headers=("Idempotent-Replayed",)),
+        **_BODY,
+        400: Answer("Malformed JSON, or an invalid Idempotency-Key."),
+        **_SIGNED_IN,
+        **_CSRF,
+        503: Answer(
+            "The broker did not confirm in time (or sessions are still loading); retry.",
+            headers=("Retry-After",),
+        ),
+        **_INTERNAL,
+    },
+)
+_HTML = Answer("An HTML page.", None, "text/html")
+
+OPERATIONS: Mapping[tuple[str, str], Operation] = {
+    ("POST", "/api/sync"): _SYNC,
+    ("POST", "/api/route"): _SYNC,
+    ("POST", "/api/auth/login"): Operation(
+        summary="Sign in: a new session cookie and its CSRF token",
+        body=LoginRequest,
+        body_required=True,
+        tag="auth",
+        answers={
+            200: Answer("Signed in.", LoginResponse, headers=("Set-Cookie",)),
+            **_BODY,
+            401: Answer("Wrong email or password."),
+            **_CSRF,
+            429: Answer("Too many failed logins; wait.", headers=("Retry-After",)),
+            **_INTERNAL,
+        },
+    ),
+    ("GET", "/api/auth/csrf"): Operation(
+        summary="The CSRF token of the current session",
+        auth="session",
+        tag="auth",
+        answers={200: Answer("The token.", CsrfTokenResponse), **_SIGNED_IN, **_INTERNAL},
+    ),
+    ("GET", "/api/auth/session"): Operation(
+        summary="The signed-in user, or {} when signed out",
+        tag="auth",
+        answers={
+            200: Answer("The user, or an empty object.", SessionResponse),
+            503: _SIGNED_IN[503],
+            **_INTERNAL,
+        },
+    ),
+    ("POST", "/api/auth/logout"): Operation(
+        summary="End the session on every gateway",
+        description="Takes no body: an empty one or `{}` at most.",
+        auth="session+csrf",
+        body=NoBody,
+        tag="auth",
+        answers={
+            200: Answer("Signed out; the cookie is cleared.", LoggedOut),
+            **_BODY,
+            **_SIGNED_IN,
+            **_CSRF,
+            **_INTERNAL,
+        },
+    ),
+    ("GET", "/api/runs/{event_id}"): Operation(
+        summary="Whether the consumer has handled this sync yet",
+        auth="session",
+        tag="sync",
+        answers={
+            200: Answer("Pending, or handled with its times.", RunStatus),
+            404: Answer("The id is not a UUID."),
+            **_SIGNED_IN,
+            503: Answer("The run store cannot be read, or sessions are still loading."),
+            **_INTERNAL,
+        },
+    ),
+    ("GET", "/healthz"): Operation(
+        summary="The process is up",
+        tag="operations",
+        answers={200: Answer("Up.", Health), **_INTERNAL},
+    ),
+    ("GET", "/readyz"): Operation(
+        summary="The broker link is open and the topology declared",
+        tag="operations",
+        answers={
+            200: Answer("Ready.", Readiness),
+            503: Answer("Not ready: the broker is unreachable.", Readiness),
+            **_INTERNAL,
+        },
+    ),
+    ("GET", "/metrics"): Operation(
+        summary="Prometheus metrics",
+        tag="operations",
+        answers={200: Answer("The text exposition format.", None, "text/plain"), **_INTERNAL},
+    ),
+    ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_INTERNAL}),
+    ("GET", "/static/{filename}"): Operation(
+        summary="The web page's files",
+        tag="pages",
+        answers={
+            200: Answer("The file.", None, "*/*"),
+            404: Answer("No such file."),
+            **_INTERNAL,
+        },
+    ),
+    ("GET", "/openapi.json"): Operation(
+        summary="This document",
+        tag="pages",
+        answers={200: Answer("OpenAPI 3.1.", None, JSON), **_INTERNAL},
+    ),
+    ("GET", "/docs"): Operation(
+        summary="This document, for people", tag="pages", answers={200: _HTML, **_INTERNAL}
+    ),
+}
+
+_PATH_PARAMETER = re.compile(r"{(\w+)}")
+
+
+def routed_operations(app: web.Application) -> Iterator[tuple[str, str]]:
+    """(method, OpenAPI path) for every route in the router.
+
+    HEAD is left out where the same path has a GET: aiohttp adds one for every GET.
+    A static directory is one path with a `{filename}` parameter.
+    """
+    routes = [route for route in app.router.routes() if route.resource is not None]
+    seen: set[tuple[str, str]] = set()
+    for route in routes:
+        assert route.resource is not None
+        path = route.resource.canonical
+        if isinstance(route.resource, web.StaticResource):
+            path = f"{path.rstrip('/')}/{{filename}}"
+        seen.add((route.method, path))
+    for method, path in sorted(seen, key=lambda key: (key[1], key[0])):
+        if method == "HEAD" and ("GET", path) in seen:
+            continue
+        yield method, path
+
+
+Refs = Mapping[tuple[type[BaseModel], JsonSchemaMode], dict[str, Any]]
+"""Each (model, mode) to its `$ref` into #/components/schemas."""
+
+
+def _component_schemas() -> tuple[Refs, dict[str, Any]]:
+    used: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for operation in OPERATIONS.values():
+        if operation.body is not None:
+            used.append((operation.body, "validation"))
+        used.extend(
+            (answer.model, "serialization")
+            for answer in operation.answers.values()
+            if answer.model is not None
+        )
+    refs, top = models_json_schema(list(dict.fromkeys(used)), ref_template=REF_TEMPLATE)
+    # It accepts pydantic dataclasses too; only models are passed here.
+    return cast(Refs, refs), dict(top.get("$defs", {}))
+
+
+def _parameters(path: str, operation: Operation) -> list[dict[str, Any]]:
+    parameters: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAMETER.findall(path)
+    ]
+    parameters.append(
+        {
+            "name": "X-Request-Id",
+            "in": "header",
+            "required": False,
+            "description": "Echoed when it matches ^[A-Za-z0-9._:-]{1,128}$; else replaced.",
+            "schema": {"type": "string"},
+        }
+    )
+    if operation.idempotency_key:
+        parameters.append(
+            {
+                "name": IDEMPOTENCY_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "A retry with the same key gets the first event id back.",
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_KEY_LENGTH,
+                    "pattern": "^[\\x20-\\x7e]+$",
+                },
+            }
+        )
+    return parameters
+
+
+def _response(answer: Answer, refs: Refs) -> dict[str, Any]:
+    headers = {
+        name: {"description": RESPONSE_HEADERS[name].description, "schema": dict(header.schema)}
+        for name, header in (
+            (name, RESPONSE_HEADERS[name]) for name in ("X-Request-Id", *answer.headers)
+        )
+    }
+    schema = {"type": "string"} if answer.model is None else refs[answer.model, "serialization"]
+    return {
+        "description": answer.description,
+        "headers": headers,
+        "content": {answer.media_type: {"schema": schema}},
+    }
+
+
+def _security(auth: Auth) -> list[dict[str, list[str]]]:
+    if auth == "session":
+        return [{"session": []}]
+    if auth == "session+csrf":
+        return [{"session": [], "csrfToken": []}]
+    return []
+
+
+def build_document(app: web.Application) -> dict[str, Any]:
+    settings = app[SETTINGS]
+    refs, components = _component_schemas()
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in routed_operations(app):
+        operation = OPERATIONS.get((method, path))
+        if operation is None:
+            continue  # tests/unit/test_openapi.py fails on this route until it has an entry
+        described: dict[str, Any] = {
+            "summary": operation.summary,
+            "operationId": f"{method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}",
+            "tags": [operation.tag],
+            "parameters": _parameters(path, operation),
+            "security": _security(operation.auth),
+            "responses": {
+                str(status): _response(answer, refs)
+                for status, answer in sorted(operation.answers.items())
+            },
+        }
+        if operation.description:
+            described["description"] = operation.description
+        if operation.body is not None:
+            described["requestBody"] = {
+                "required": operation.body_required,
+                "content": {JSON: {"schema": refs[(operation.body, "validation")]}},
+            }
+            if not operation.body_required:
+                described["requestBody"]["description"] = "Optional: no body counts as `{}`."
+        paths.setdefault(path, {})[method.lower()] = described
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "syncgate",
+            "version": "1",
+            "description": (
+                "An HTTP-to-RabbitMQ event gateway. Errors always have the shape of "
+                f"`ErrorBody`. Bodies are at most {settings.max_body_bytes} bytes and JSON "
+                f"nests at most {settings.max_json_depth} levels."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "session": {
+                    "type": "apiKey",
+                    "in": "cookie",
+                    "name": cookie_name(settings.cookie_secure),
+                    "description": "The session cookie set by POST /api/auth/login.",
+                },
+                "csrfToken": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": CSRF_HEADER,
+                    "description": "From the login answer or GET /api/auth/csrf.",
+                },
+            },
+        },
+    }
+
+
+_DOCS_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def setup_openapi(app: web.Application) -> None:
+    """GET /openapi.json and GET /docs. Call it after every other route is added."""
+    document: dict[str, Any] = {}
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        # Built once, on first use: by then the router is frozen and every route is in it.
+        if not document:
+            document.update(build_document(request.app))
+        return web.json_response(document)
+
+    async def docs(request: web.Request) -> web.FileResponse:
+        return web.FileResponse(
+            STATIC_DIR / "docs.html",
+            headers={
+                "Content-Security-Policy": _DOCS_CONTENT_SECURITY_POLICY,
+                "X-Content-Type-Options": "nosniff",
+                "Cache-Control": "no-cache",
+            },
+        )
+
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)

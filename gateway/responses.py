@@ -1,0 +1,87 @@
+"""What the gateway answers, as pydantic models: the OpenAPI document is generated from these.
+
+The views build their JSON directly; the models are the contract those bodies are checked
+against (the OpenAPI tests and the schemathesis run validate real responses with them).
+`extra="forbid"` makes the schemas closed, so an undocumented field is a test failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic.json_schema import SkipJsonSchema
+
+from schemas.events import EventUser
+
+
+def _no_null_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def absent_when_none(description: str | None = None) -> Any:
+    """A field left out of the JSON when it has no value, and never sent as null.
+
+    With `SkipJsonSchema[None]` in its type, the schema shows only the real type; the
+    `default: null` pydantic would still write is dropped, as it is not of that type.
+    """
+    return Field(default=None, description=description, json_schema_extra=_no_null_default)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ErrorDetail(_Response):
+    code: str = Field(description="Stable and machine-readable, e.g. `validation_failed`.")
+    message: str = Field(description="For people; may change between versions.")
+    details: list[dict[str, JsonValue]] = Field(
+        default_factory=list,
+        description="For `validation_failed`: one `{loc, msg, type}` per contract violation.",
+    )
+
+
+class ErrorBody(_Response):
+    """Every error the gateway answers, whatever the status."""
+
+    error: ErrorDetail
+
+
+class SyncAccepted(_Response):
+    success: Literal["true"] = Field(
+        description='The string "true", as the original clients expect.'
+    )
+    id: str = Field(description="The published event's id (a UUID).")
+
+
+class LoginResponse(_Response):
+    user: EventUser
+    csrfToken: str = Field(description="Send it back in `X-CSRF-Token` on state-changing requests.")
+
+
+class CsrfTokenResponse(_Response):
+    csrfToken: str
+
+
+class SessionResponse(_Response):
+    # Absent (an empty object) when signed out; never null.
+    user: EventUser | SkipJsonSchema[None] = absent_when_none()
+
+
+class LoggedOut(_Response):
+    success: Literal["true"]
+
+
+class Health(_Response):
+    status: Literal["ok"]
+
+
+class Readiness(_Response):
+    status: Literal["ready", "broker unavailable"]
+
+
+class RunStatus(_Response):
+    id: str
+    status: Literal["pending", "handled"]
+    receivedAt: int | SkipJsonSchema[None] = absent_when_none("ms since the epoch; if handled.")
+    handledAt: int | SkipJsonSchema[None] = absent_when_none("ms since the epoch; if handled.")

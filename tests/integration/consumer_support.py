@@ -1,0 +1,194 @@
+"""Helpers for the consumer's real-broker tests: events, confirmed publishes, a running Runner,
+and the consumer as a real process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import aio_pika
+from aio_pika.abc import AbstractChannel, AbstractConnection
+
+from consumers.handlers import Deps, Handler
+from consumers.runner import Runner
+from consumers.settings import ConsumerSettings
+from gateway.publisher import build_message
+from schemas.events import AppSettings, ConfluenceAppSync, EventUser
+from schemas.registry import routing_key_for
+from tests.conftest import AMQP_URL
+from tests.support.broker import broker_stopped, rabbitmqctl
+
+EVENT_NAME = "confluence/app.sync"
+ROUTING_KEY = routing_key_for(EVENT_NAME)
+BIN = Path(sys.executable).parent
+
+
+def make_event(data: object = None) -> ConfluenceAppSync:
+    return ConfluenceAppSync.new(
+        user=EventUser(id="u-ada", email="ada@example.com", name="Ada"),
+        app_settings=AppSettings.model_validate(
+            {"baseUrl": "https://example.atlassian.net/wiki", "spaceKeys": ["ENG"]}
+        ),
+        data=data,
+    )
+
+
+async def publish_events(
+    connection: AbstractConnection, exchange_name: str, events: Iterable[ConfluenceAppSync]
+) -> None:
+    """Publish persistently and return once the broker confirmed every one."""
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    async with channel:
+        exchange = await channel.get_exchange(exchange_name)
+        batch = [
+            exchange.publish(build_message(e, correlation_id="test"), ROUTING_KEY) for e in events
+        ]
+        for start in range(0, len(batch), 200):
+            await asyncio.gather(*batch[start : start + 200])
+
+
+async def publish_raw(
+    connection: AbstractConnection, exchange_name: str, body: bytes, message_id: str
+) -> None:
+    channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
+    async with channel:
+        exchange = await channel.get_exchange(exchange_name)
+        message = aio_pika.Message(
+            body=body,
+            content_type="application/json",
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            message_id=message_id,
+        )
+        await exchange.publish(message, ROUTING_KEY, mandatory=True)
+
+
+async def depth(channel: AbstractChannel, queue: str) -> int:
+    """Ready messages now. Not `declare_queue(passive=True)`: a robust channel caches that."""
+    underlay = await channel.get_underlay_channel()
+    declared = await underlay.queue_declare(queue, passive=True)
+    return declared.message_count or 0
+
+
+async def wait_until(
+    predicate: Callable[[], bool], what: str, *, within: float = 30.0, every: float = 0.05
+) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(every)
+
+
+async def wait_for_depth(
+    channel: AbstractChannel, queue: str, n: int, *, within: float = 30.0
+) -> None:
+    deadline = time.monotonic() + within
+    while (current := await depth(channel, queue)) != n:
+        assert time.monotonic() < deadline, f"{queue} holds {current}, expected {n}"
+        await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: ConsumerSettings, handlers: dict[str, Handler], deps: Deps
+) -> AsyncIterator[Runner]:
+    """An in-process Runner, consuming inside the block and drained after it."""
+    stop = asyncio.Event()
+    runner = Runner(settings, handlers, deps)
+    task = asyncio.create_task(runner.run(stop))
+    try:
+        await asyncio.wait_for(runner.consuming.wait(), 30)
+        yield runner
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def consumer_env(settings: ConsumerSettings) -> dict[str, str]:
+    """The same settings as SYNCGATE_* variables, for a consumer process."""
+    return {
+        **os.environ,
+        "SYNCGATE_AMQP_URL": settings.amqp_url.get_secret_value(),
+        "SYNCGATE_EXCHANGE": settings.exchange,
+        "SYNCGATE_UNROUTED_EXCHANGE": settings.unrouted_exchange,
+        "SYNCGATE_QUEUE": settings.queue,
+        "SYNCGATE_DEAD_LETTER_EXCHANGE": settings.dead_letter_exchange,
+        "SYNCGATE_RUN_STORE": str(settings.run_store),
+        "SYNCGATE_PREFETCH": str(settings.prefetch),
+        "SYNCGATE_MAX_ATTEMPTS": str(settings.max_attempts),
+        "SYNCGATE_RETRY_BASE_DELAY": str(settings.retry_base_delay),
+        "SYNCGATE_LOG_FORMAT": "console",
+    }
+
+
+async def start_consumer(settings: ConsumerSettings, log_file: Path) -> asyncio.subprocess.Process:
+    """`python -m consumers` as its own process; its log lines go to `log_file`."""
+    with log_file.open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            str(BIN / "python"),
+            "-m",
+            "consumers",
+            env=consumer_env(settings),
+            stdout=log,
+            stderr=log,
+        )
+
+
+async def syncgate(settings: ConsumerSettings, *args: str) -> tuple[int, str]:
+    """Run the `syncgate` command with these settings; its exit code and output."""
+    process = await asyncio.create_subprocess_exec(
+        str(BIN / "syncgate"),
+        *args,
+        env=consumer_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+def recorded_ids(run_store: Path) -> list[str]:
+    """Every event id in the run store's `runs` table (read-only, beside a running consumer)."""
+    if not run_store.exists():
+        return []
+    with contextlib.closing(sqlite3.connect(run_store, timeout=5)) as db:
+        try:
+            return [row[0] for row in db.execute("SELECT event_id FROM runs")]
+        except sqlite3.OperationalError:  # the consumer has not created its tables yet
+            return []
+
+
+def processed_ids(run_store: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(run_store, timeout=5)) as db:
+        return [row[0] for row in db.execute("SELECT event_id FROM processed_events")]
+
+
+async def connect_when_up(within: float = 90.0) -> AbstractConnection:
+    """A plain connection, once the broker accepts one again (after a restart)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await aio_pika.connect(AMQP_URL, timeout=5)
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError):
+            assert time.monotonic() < deadline, "the broker did not come back"
+            await asyncio.sleep(0.5)
+
+
+async def restart_broker() -> None:
+    """stop_app, then start_app (always, in a finally); once more if a teammate's restart
+    was under way and rabbitmqctl refused."""
+    for attempt in (1, 2):
+        try:
+            async with broker_stopped():
+                await asyncio.sleep(0.5)
+            return
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            await rabbitmqctl("await_startup")

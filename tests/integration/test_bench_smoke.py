@@ -1,0 +1,90 @@
+"""The bench's quick mode runs end to end on the real broker and prints its table.
+
+No figure is asserted: on a shared machine speed proves nothing. What must hold is that every
+system started, took load and got a row, and that the run cleaned up its broker names.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from bench.measure import Row
+from bench.report import median_rows, ratios
+from bench.runner import settled_verdict
+from tests.conftest import MANAGEMENT_URL
+
+REPO = Path(__file__).resolve().parents[2]
+EXPECTED_ROWS = ("syncgate", "peer", "A static", "B session", "C publish", "D consume")
+
+
+@pytest.mark.integration
+def test_quick_mode_prints_a_row_for_every_system() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    header = next(line for line in out.splitlines() if line.startswith("system "))
+    assert "req/s" in header
+    assert "p99 ms" in header
+    assert "ack/s" in header
+    for system in EXPECTED_ROWS:
+        row = re.search(rf"^{re.escape(system)}\s+16\s+([\d,]+)\s", out, re.MULTILINE)
+        if system == "D consume":
+            row = re.search(r"^D consume\s+64\s+([\d,]+)\s", out, re.MULTILINE)
+        assert row is not None, f"no row for {system}:\n{out}"
+        assert int(row.group(1).replace(",", "")) > 0, f"{system} served nothing:\n{out}"
+    assert "(1) syncgate accepted-and-acked events/s ÷ peer:" in out
+    prefix = re.search(r"names (bench\.[0-9a-f]+)\.\*", out)
+    assert prefix is not None
+    assert _broker_names_starting_with(prefix.group(1)) == []
+    cleaned = re.search(r"deleted (\d+) queues and exchanges", out)
+    assert cleaned is not None
+    assert int(cleaned.group(1)) > 0
+
+
+def _broker_names_starting_with(prefix: str) -> list[str]:
+    auth = base64.b64encode(b"guest:guest").decode()
+    names = []
+    for kind in ("queues", "exchanges"):
+        request = urllib.request.Request(  # noqa: S310 (a fixed http URL to the local broker)
+            f"{MANAGEMENT_URL}/api/{kind}/%2F?columns=name",
+            headers={"Authorization": f"Basic {auth}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            names += [item["name"] for item in json.load(response)]
+    return [name for name in names if name.startswith(prefix)]
+
+
+def _row(system: str, rate: float, p99: float) -> Row:
+    return Row(
+        system=system, concurrency=64, rate=rate, p50_ms=1.0, p99_ms=p99, failed=0,
+        server_cpu=1.0, consumer_cpu=None, broker_cpu=0.0, rss_mb=50.0, ack_rate=rate,
+        depth_at_end=0, accepted=int(rate),
+    )  # fmt: skip
+
+
+def test_medians_are_taken_per_system_and_ratios_compare_them() -> None:
+    rows = [_row("syncgate", r, 10 * r) for r in (100, 300, 200)] + [_row("peer", 50, 1)]
+    medians = {row.system: row for row in median_rows(rows)}
+    assert medians["syncgate"].rate == 200
+    assert medians["syncgate"].p99_ms == 2000
+    assert "4.00x (200 vs 50/s)" in ratios(list(medians.values()), target_c=64)[1]
+
+
+def test_soak_verdict_tells_growth_from_a_plateau() -> None:
+    assert settled_verdict([80, 90, 95, 95.5, 95.6, 95.4]).startswith("settled")
+    assert settled_verdict([80, 90, 100, 110, 120, 130]).startswith("NOT settled")

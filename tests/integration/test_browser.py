@@ -1,0 +1,137 @@
+"""The web page in a real headless Chromium: sign in, sync, and see the run handled.
+
+Debian's `chromium` (scripts/ensure-browser.sh installs it), driven by Playwright; the gateway
+listens on a real port with the real publisher, and a real consumer runner handles the event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import aio_pika
+import pytest
+from aiohttp import ClientSession
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
+from pytest_aiohttp import AiohttpServer
+
+from consumers.bootstrap import HANDLERS, build_deps
+from consumers.runner import Runner
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from tests.conftest import EMAIL, PASSWORD, BrokerNames
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=f"{CHROMIUM} is missing; scripts/ensure-browser.sh installs it",
+    ),
+]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+# Milliseconds, as Playwright counts them.
+WAIT_MS = 15_000
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def wait_ready(base_url: str) -> None:
+    async with ClientSession() as http:
+        for _ in range(200):
+            async with http.get(f"{base_url}/readyz") as response:
+                if response.status == 200:
+                    return
+            await asyncio.sleep(0.05)
+    raise AssertionError("the gateway never became ready")
+
+
+async def test_sign_in_sync_and_see_the_run_handled(
+    aiohttp_server: AiohttpServer,
+    make_settings: Callable[..., GatewaySettings],
+    names: BrokerNames,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    tmp_path: Path,
+    browser: Browser,
+) -> None:
+    consumer_settings = names.consumer_settings(tmp_path, metrics_port=0)
+    deps = build_deps(consumer_settings)
+    runner = Runner(consumer_settings, HANDLERS, deps)
+    stop = asyncio.Event()
+    consuming = asyncio.create_task(runner.run(stop))
+    try:
+        await asyncio.wait_for(runner.consuming.wait(), 10)
+        settings = make_settings(**names.gateway_overrides(), run_store=consumer_settings.run_store)
+        server: TestServer = await aiohttp_server(create_app(settings))
+        base_url = str(server.make_url("")).rstrip("/")
+        await wait_ready(base_url)
+
+        page = await browser.new_page(viewport={"width": 900, "height": 640})
+        console_errors: list[str] = []
+
+        def on_console(message: ConsoleMessage) -> None:
+            if message.type == "error":
+                console_errors.append(message.text)
+
+        page.on("console", on_console)
+        await page.goto(f"{base_url}/")
+
+        # A wrong password first: the 401's own message, readable, and still signed out.
+        await page.fill("#email", EMAIL)
+        await page.fill("#password", "not the password")
+        await page.click("#login-button")
+        await expect(page.locator("#message")).to_contain_text(
+            "the email or password is wrong", timeout=WAIT_MS
+        )
+        await expect(page.locator("#signed-in")).to_be_hidden()
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=ARTIFACTS / "browser-login-refused.png", full_page=True)
+
+        await page.fill("#password", PASSWORD)
+        await page.click("#login-button")
+        await expect(page.locator("#user-name")).to_have_text("Ada Lovelace", timeout=WAIT_MS)
+        await expect(page.locator("#message")).to_be_hidden()
+
+        await page.click("#sync-button")
+        event_id_text = page.locator("#event-id")
+        await expect(event_id_text).not_to_be_empty(timeout=WAIT_MS)
+        event_id = str(uuid.UUID(await event_id_text.inner_text()))
+        await expect(page.locator("#run-status")).to_have_text("handled", timeout=WAIT_MS)
+
+        await page.screenshot(path=ARTIFACTS / "browser-sync-handled.png", full_page=True)
+
+        # The page showed what really happened: this event, recorded for this user.
+        run = deps.runs.get(event_id)
+        assert run is not None
+        assert run.user_email == EMAIL
+        # No blocked script or style (the page's CSP), no JS error, and no failed request but
+        # the wrong password's 401, which Chromium logs itself.
+        assert len(console_errors) == 1, console_errors
+        assert "401" in console_errors[0]
+    finally:
+        stop.set()
+        await asyncio.wait_for(consuming, 10)
+        deps.runs.close()

@@ -1,0 +1,46 @@
+"""Driving a gateway under test: readiness polling and one timed sync request."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def wait_readiness(client: Client, status: int, *, within: float) -> float:
+    """Poll /readyz until it answers `status`; return how long that took."""
+    started = time.monotonic()
+    while (await client.get("/readyz")).status != status:
+        if time.monotonic() - started > within:
+            raise AssertionError(f"/readyz never answered {status} within {within:.0f}s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - started
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResult:
+    status: int
+    elapsed: float
+    event_id: str | None
+    retry_after: str | None
+    replayed: bool
+
+
+async def timed_sync(client: Client, *, idempotency_key: str | None = None) -> SyncResult:
+    headers = {} if idempotency_key is None else {"Idempotency-Key": idempotency_key}
+    started = time.monotonic()
+    response = await client.post("/api/sync", json={"data": "fault"}, headers=headers)
+    body = await response.json()
+    elapsed = time.monotonic() - started
+    return SyncResult(
+        status=response.status,
+        elapsed=elapsed,
+        event_id=body.get("id") if response.status == 202 else None,
+        retry_after=response.headers.get("Retry-After"),
+        replayed=response.headers.get("Idempotent-Replayed") == "true",
+    )

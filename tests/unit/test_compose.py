@@ -1,0 +1,203 @@
+"""compose.yaml and the Dockerfile, checked structurally: Docker does not run where tests run.
+
+What can be checked without Docker is: the services and their wiring, that every command the
+containers run is a real `syncgate` subcommand, that the settings they set are real settings,
+and that the image runs as a non-root user with a health check on /readyz.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import yaml
+
+from consumers.settings import ConsumerSettings
+from gateway.settings import GatewaySettings
+from syncgate.cli import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments), with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", (ROOT / "Dockerfile").read_text())
+    instructions = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            instructions.append((keyword.upper(), rest.strip()))
+    return instructions
+
+
+def services(compose: dict[str, Any]) -> dict[str, Any]:
+    found = compose["services"]
+    assert isinstance(found, dict)
+    return found
+
+
+def test_the_stack_is_a_broker_a_gateway_and_a_consumer(compose: dict[str, Any]) -> None:
+    assert set(services(compose)) == {"rabbitmq", "gateway", "consumer"}
+
+
+def test_the_broker_has_the_management_ui_on_standard_ports(compose: dict[str, Any]) -> None:
+    rabbitmq = services(compose)["rabbitmq"]
+    assert rabbitmq["image"] == "rabbitmq:3-management"
+    published = {port.rsplit(":", 1)[-1]: port for port in rabbitmq["ports"]}
+    assert published.keys() == {"5672", "15672"}
+    # Standard host ports, on loopback only: the broker's password is public.
+    assert published["5672"] == "127.0.0.1:5672:5672"
+    assert published["15672"] == "127.0.0.1:15672:15672"
+
+
+def test_the_broker_is_healthy_only_when_it_answers(compose: dict[str, Any]) -> None:
+    test = services(compose)["rabbitmq"]["healthcheck"]["test"]
+    assert test[0] == "CMD"
+    assert test[1] == "rabbitmq-diagnostics"
+    assert {"ping", "check_port_connectivity"} & set(test[2:])
+
+
+def test_the_broker_loads_the_exported_definitions(compose: dict[str, Any]) -> None:
+    mounts = dict(volume.split(":")[:2] for volume in services(compose)["rabbitmq"]["volumes"])
+    definitions_in_container = mounts["./definitions.json"]
+    conf_in_container = mounts["./deploy/rabbitmq.conf"]
+    assert conf_in_container.startswith("/etc/rabbitmq/")
+    assert conf_in_container.endswith(".conf")
+    conf = (ROOT / "deploy" / "rabbitmq.conf").read_text()
+    assert f"management.load_definitions = {definitions_in_container}" in conf.splitlines()
+    assert (ROOT / "definitions.json").is_file()
+
+
+@pytest.mark.parametrize("service", ["gateway", "consumer"])
+def test_each_syncgate_service_waits_for_a_healthy_broker(
+    compose: dict[str, Any], service: str
+) -> None:
+    config = services(compose)[service]
+    assert config["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+    assert config["build"] == "."
+
+
+@pytest.mark.parametrize("service", ["gateway", "consumer"])
+def test_secrets_come_from_the_uncommitted_env_file(compose: dict[str, Any], service: str) -> None:
+    config = services(compose)[service]
+    assert config["env_file"] == ".env"
+    assert "SYNCGATE_SESSION_KEYS" not in config["environment"]
+    gitignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert ".env" in gitignored
+    assert ".env" in (ROOT / ".dockerignore").read_text().splitlines()
+
+
+@pytest.mark.parametrize(
+    ("service", "settings"), [("gateway", GatewaySettings), ("consumer", ConsumerSettings)]
+)
+def test_every_variable_set_is_a_real_setting(
+    compose: dict[str, Any], service: str, settings: type[GatewaySettings | ConsumerSettings]
+) -> None:
+    known = {f"SYNCGATE_{name.upper()}" for name in settings.model_fields}
+    environment = services(compose)[service]["environment"]
+    assert set(environment) <= known, set(environment) - known
+    assert environment["SYNCGATE_AMQP_URL"].startswith("amqp://syncgate:")
+    assert "@rabbitmq:5672/" in environment["SYNCGATE_AMQP_URL"]
+
+
+def test_the_gateway_listens_on_every_interface_and_is_published(
+    compose: dict[str, Any],
+) -> None:
+    gateway = services(compose)["gateway"]
+    assert gateway["environment"]["SYNCGATE_HOST"] == "0.0.0.0"  # noqa: S104 - in a container
+    port = gateway["environment"]["SYNCGATE_PORT"]
+    assert f"127.0.0.1:{port}:{port}" in gateway["ports"]
+
+
+def test_state_lives_in_volumes(compose: dict[str, Any]) -> None:
+    gateway = services(compose)["gateway"]
+    consumer = services(compose)["consumer"]
+    gateway_mounts = [volume.split(":")[1] for volume in gateway["volumes"]]
+    consumer_mounts = [volume.split(":")[1] for volume in consumer["volumes"]]
+    env = gateway["environment"]
+    assert str(Path(env["SYNCGATE_USERS_FILE"]).parent) in gateway_mounts
+    assert str(Path(env["SYNCGATE_APP_SETTINGS_FILE"]).parent) in gateway_mounts
+    assert str(Path(consumer["environment"]["SYNCGATE_RUN_STORE"]).parent) in consumer_mounts
+    named = {volume.split(":")[0] for volume in gateway["volumes"] + consumer["volumes"]}
+    assert {name for name in named if not name.startswith(".")} <= set(compose["volumes"])
+
+
+def subcommand(path: list[str]) -> click.Command | None:
+    command: click.Command = cli
+    for name in path:
+        if not isinstance(command, click.Group) or name not in command.commands:
+            return None
+        command = command.commands[name]
+    return command
+
+
+def test_the_image_runs_the_syncgate_console_script(dockerfile: list[tuple[str, str]]) -> None:
+    (entrypoint,) = [args for keyword, args in dockerfile if keyword == "ENTRYPOINT"]
+    assert entrypoint == '["syncgate"]'
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["syncgate"] == "syncgate.cli:cli"
+
+
+@pytest.mark.parametrize("service", ["gateway", "consumer"])
+def test_every_service_command_is_a_real_subcommand(compose: dict[str, Any], service: str) -> None:
+    command = services(compose)[service]["command"]
+    found = subcommand(command if isinstance(command, list) else shlex.split(command))
+    assert found is not None, f"`syncgate {command}` is not a command"
+    assert not isinstance(found, click.Group), "a group only prints its help"
+
+
+def test_the_default_command_is_a_real_subcommand(dockerfile: list[tuple[str, str]]) -> None:
+    (cmd,) = [args for keyword, args in dockerfile if keyword == "CMD"]
+    assert subcommand(yaml.safe_load(cmd)) is not None
+
+
+def test_a_missing_subcommand_is_caught() -> None:
+    """The check above can fail: a made-up command is not found."""
+    assert subcommand(["gatewya"]) is None
+    assert subcommand(["users"]) is not None
+
+
+def test_the_image_is_python_311_slim_and_installs_the_package(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    assert dockerfile[0] == ("FROM", "python:3.11-slim")
+    runs = [args for keyword, args in dockerfile if keyword == "RUN"]
+    assert any(re.search(r"\bpip install (\.|/src)(\s|$)", run) for run in runs)
+
+
+def test_the_image_runs_as_a_non_root_user(dockerfile: list[tuple[str, str]]) -> None:
+    users = [args for keyword, args in dockerfile if keyword == "USER"]
+    assert users, "no USER: the processes would run as root"
+    assert users[-1] not in {"root", "0", "0:0"}
+    last_user = max(i for i, (keyword, _) in enumerate(dockerfile) if keyword == "USER")
+    entrypoint = max(i for i, (keyword, _) in enumerate(dockerfile) if keyword == "ENTRYPOINT")
+    assert last_user < entrypoint
+
+
+def test_the_image_checks_its_health_on_readyz_without_curl(
+    dockerfile: list[tuple[str, str]],
+) -> None:
+    (check,) = [args for keyword, args in dockerfile if keyword == "HEALTHCHECK"]
+    assert "/readyz" in check
+    assert "urllib.request" in check
+    assert "curl" not in check
+
+
+def test_the_consumer_does_not_inherit_the_http_health_check(compose: dict[str, Any]) -> None:
+    # It shares the image but serves no HTTP: the /readyz check would mark it unhealthy.
+    assert services(compose)["consumer"]["healthcheck"] == {"disable": True}
+    assert "healthcheck" not in services(compose)["gateway"]

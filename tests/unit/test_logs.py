@@ -1,0 +1,116 @@
+"""The log lines an operator reads: one JSON object each, carrying the ids of what is handled."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.app import create_app
+from gateway.settings import GatewaySettings
+from syncgate.logs import correlation_id_var, event_id_var, log_handler, request_id_var
+from tests.conftest import AiohttpClient, FakePublisher, login
+from tests.log_capture import json_log_lines
+
+log = logging.getLogger("tests.logs")
+
+
+def test_a_line_is_one_json_object_with_time_level_logger_message_and_request_id() -> None:
+    with json_log_lines() as lines:
+        token = request_id_var.set("req-1")
+        try:
+            log.info("hello %s", "world")
+        finally:
+            request_id_var.reset(token)
+        log.warning("outside any request")
+
+    inside, outside = lines.records()
+    assert set(inside) >= {"time", "level", "logger", "message", "request_id"}
+    assert inside["level"] == "INFO"
+    assert inside["logger"] == "tests.logs"
+    assert inside["message"] == "hello world"
+    assert inside["request_id"] == "req-1"
+    assert "request_id" not in outside, "a context id must not leak past its reset"
+
+
+def test_a_consumers_lines_carry_the_event_and_correlation_ids() -> None:
+    with json_log_lines() as lines:
+        event_token = event_id_var.set("evt-1")
+        correlation_token = correlation_id_var.set("req-1")
+        try:
+            log.info("settled: %s", "ack")
+        finally:
+            event_id_var.reset(event_token)
+            correlation_id_var.reset(correlation_token)
+
+    (record,) = lines.records()
+    assert record["event_id"] == "evt-1"
+    assert record["correlation_id"] == "req-1"
+    assert record["message"] == "settled: ack"
+
+
+def test_an_explicit_extra_wins_over_the_context() -> None:
+    with json_log_lines() as lines:
+        token = event_id_var.set("from-context")
+        try:
+            log.info("published", extra={"event_id": "explicit"})
+        finally:
+            event_id_var.reset(token)
+
+    assert lines.records()[0]["event_id"] == "explicit"
+
+
+def test_an_exception_stays_on_one_line() -> None:
+    with json_log_lines() as lines:
+        try:
+            raise ValueError("boom\nsecond line")
+        except ValueError:
+            log.exception("failed")
+
+    (record,) = lines.records()  # one line, however many lines the traceback has
+    assert "ValueError: boom" in record["exc_info"]
+
+
+def test_the_console_format_appends_the_context_ids() -> None:
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.logs.console")
+    handler = log_handler("console", stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    token = request_id_var.set("req-9")
+    try:
+        logger.info("hello")
+    finally:
+        request_id_var.reset(token)
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+    line = stream.getvalue()
+    assert line.count("\n") == 1
+    assert "INFO" in line
+    assert "tests.logs.console: hello request_id=req-9" in line
+
+
+async def test_the_gateway_logs_each_request_as_json_with_its_request_id(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    fake_publisher: FakePublisher,
+) -> None:
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        create_app(make_settings(), publisher=fake_publisher)
+    )
+    await login(client)
+    with json_log_lines() as lines:
+        response = await client.post(
+            "/api/sync", json={"data": 1}, headers={"X-Request-Id": "trace-42"}
+        )
+    assert response.status == 202
+
+    (access,) = [r for r in lines.records() if r["logger"] == "syncgate.gateway.http"]
+    assert access["message"] == "POST /api/sync 202"
+    assert access["request_id"] == "trace-42"
+    assert access["status"] == 202

@@ -1,0 +1,343 @@
+"""The runner's settlement policy, without a broker: a fake delivery and fake exchanges."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aio_pika.abc import AbstractMessage
+from aiormq.abc import FieldValue
+
+from consumers.errors import NonRetryableError, RetryableError
+from consumers.handlers import Deps, Handler
+from consumers.run_store import RunStore
+from consumers.runner import (
+    ATTEMPT_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    ERROR_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    SOURCE_QUEUE_HEADER,
+    Decision,
+    Runner,
+    Settlement,
+    attempt_of,
+)
+from consumers.settings import ConsumerSettings
+from schemas.events import AppSettings, ConfluenceAppSync, EventUser
+
+EVENT_NAME = "confluence/app.sync"
+
+
+@dataclass
+class FakeDelivery:
+    """The parts of an incoming message the runner uses; `log` records acks in order."""
+
+    body: bytes
+    headers: dict[str, FieldValue] = field(default_factory=dict)
+    routing_key: str | None = "confluence.app.sync"
+    content_type: str | None = "application/json"
+    content_encoding: str | None = "utf-8"
+    message_id: str | None = None
+    correlation_id: str | None = "req-1"
+    type: str | None = EVENT_NAME
+    timestamp: datetime | None = datetime(2026, 1, 1, tzinfo=UTC)
+    app_id: str | None = "syncgate-gateway"
+    log: list[str] = field(default_factory=list)
+
+    async def ack(self, multiple: bool = False) -> None:
+        self.log.append("ack")
+
+
+@dataclass
+class FakeExchange:
+    """Records what would have been published; `fail` makes the confirm fail."""
+
+    name: str
+    log: list[str]
+    published: list[tuple[AbstractMessage, str]] = field(default_factory=list)
+    fail: bool = False
+
+    async def publish(
+        self, message: AbstractMessage, routing_key: str, *, mandatory: bool = True
+    ) -> object:
+        assert mandatory, "a republish must never be dropped silently"
+        if self.fail:
+            raise ConnectionError("the broker went away")
+        self.log.append(f"publish:{self.name}")
+        self.published.append((message, routing_key))
+        return None
+
+
+def make_event() -> ConfluenceAppSync:
+    return ConfluenceAppSync.new(
+        user=EventUser(id="u-ada", email="ada@example.com", name="Ada"),
+        app_settings=AppSettings.model_validate(
+            {"baseUrl": "https://example.atlassian.net/wiki", "spaceKeys": ["ENG"]}
+        ),
+        data={"pages": [1]},
+    )
+
+
+def delivery_of(event: ConfluenceAppSync, **overrides: Any) -> FakeDelivery:
+    values: dict[str, Any] = {
+        "body": event.model_dump_json().encode(),
+        "message_id": str(event.id),
+    }
+    values.update(overrides)
+    return FakeDelivery(**values)
+
+
+@pytest.fixture
+def settings() -> ConsumerSettings:
+    return ConsumerSettings(
+        queue="work", dead_letter_exchange="dlx", max_attempts=3, retry_base_delay=0.5
+    )
+
+
+@pytest.fixture
+def runs(tmp_path: Path) -> Iterator[RunStore]:
+    store = RunStore(tmp_path / "runs.sqlite3")
+    yield store
+    store.close()
+
+
+class Calls:
+    def __init__(self) -> None:
+        self.events: list[ConfluenceAppSync] = []
+
+
+def runner_with(
+    settings: ConsumerSettings, runs: RunStore, handler: Handler | None
+) -> tuple[Runner, FakeExchange, FakeExchange, list[str]]:
+    log: list[str] = []
+    handlers = {EVENT_NAME: handler} if handler is not None else {}
+    runner = Runner(settings, handlers, Deps(runs=runs))
+    retry, dead_letter = FakeExchange("retry", log), FakeExchange("dlx", log)
+    runner.use_exchanges(retry=retry, dead_letter=dead_letter)
+    return runner, retry, dead_letter, log
+
+
+def recording(calls: Calls) -> Handler:
+    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+        calls.events.append(event)
+
+    return handle
+
+
+def raising(exc: Exception) -> Handler:
+    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+        raise exc
+
+    return handle
+
+
+# --- decide -------------------------------------------------------------------------------
+
+
+async def test_a_handled_event_is_acked_and_remembered(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    calls = Calls()
+    runner, *_ = runner_with(settings, runs, recording(calls))
+    event = make_event()
+
+    decision = await runner.decide(delivery_of(event))
+
+    assert decision == Decision(Settlement.ACK)
+    assert [e.id for e in calls.events] == [event.id]
+    assert runs.is_processed(str(event.id))
+
+
+async def test_a_processed_event_is_a_duplicate_and_the_handler_is_not_called(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    calls = Calls()
+    runner, *_ = runner_with(settings, runs, recording(calls))
+    event = make_event()
+    runs.mark_processed(str(event.id))
+
+    decision = await runner.decide(delivery_of(event))
+
+    assert decision.settlement is Settlement.DUPLICATE
+    assert calls.events == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b"[1, 2]",
+        b'"a string"',
+        b'{"v": "1"}',
+        b'{"name": "confluence/app.sync", "v": "1", "id": "not-a-uuid"}',
+    ],
+)
+async def test_a_body_that_cannot_be_an_event_is_dead_lettered_as_invalid(
+    settings: ConsumerSettings, runs: RunStore, body: bytes
+) -> None:
+    calls = Calls()
+    runner, *_ = runner_with(settings, runs, recording(calls))
+
+    decision = await runner.decide(FakeDelivery(body=body, message_id=str(uuid.uuid4())))
+
+    assert decision.settlement is Settlement.DEAD_LETTER
+    assert decision.reason == "invalid_body"
+    assert decision.error
+    assert calls.events == []
+
+
+async def test_an_unknown_event_is_dead_lettered_at_once(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    runner, *_ = runner_with(settings, runs, recording(Calls()))
+    body = b'{"name": "jira/app.sync", "v": "1"}'
+
+    decision = await runner.decide(FakeDelivery(body=body))
+
+    assert (decision.settlement, decision.reason) == (Settlement.DEAD_LETTER, "unknown_event")
+
+
+async def test_an_event_without_a_handler_is_dead_lettered(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    runner, *_ = runner_with(settings, runs, None)
+
+    decision = await runner.decide(delivery_of(make_event()))
+
+    assert (decision.settlement, decision.reason) == (Settlement.DEAD_LETTER, "no_handler")
+
+
+async def test_a_non_retryable_error_is_dead_lettered_on_the_first_attempt(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    runner, *_ = runner_with(settings, runs, raising(NonRetryableError("space is gone")))
+    event = make_event()
+
+    decision = await runner.decide(delivery_of(event))
+
+    assert (decision.settlement, decision.reason) == (Settlement.DEAD_LETTER, "handler_rejected")
+    assert "space is gone" in decision.error
+    assert not runs.is_processed(str(event.id))
+
+
+@pytest.mark.parametrize("exc", [RetryableError("later"), RuntimeError("boom")])
+async def test_any_other_error_is_retried_while_attempts_remain(
+    settings: ConsumerSettings, runs: RunStore, exc: Exception
+) -> None:
+    runner, *_ = runner_with(settings, runs, raising(exc))
+    event = make_event()
+
+    decisions = [
+        await runner.decide(delivery_of(event, headers={ATTEMPT_HEADER: attempt}))
+        for attempt in (1, 2, 3)
+    ]
+
+    assert [(d.settlement, d.reason) for d in decisions] == [
+        (Settlement.RETRY, "handler_failed"),
+        (Settlement.RETRY, "handler_failed"),
+        (Settlement.DEAD_LETTER, "retries_exhausted"),
+    ]
+    assert all(str(exc) in d.error for d in decisions)
+    assert not runs.is_processed(str(event.id))
+
+
+@pytest.mark.parametrize(
+    ("headers", "attempt"),
+    [({}, 1), ({ATTEMPT_HEADER: 4}, 4), ({ATTEMPT_HEADER: "4"}, 1), ({ATTEMPT_HEADER: 0}, 1)],
+)
+def test_the_attempt_comes_from_its_header_and_defaults_to_the_first(
+    headers: dict[str, FieldValue], attempt: int
+) -> None:
+    assert attempt_of(FakeDelivery(body=b"", headers=headers)) == attempt
+
+
+# --- settle -------------------------------------------------------------------------------
+
+
+async def test_ack_and_duplicate_only_ack(settings: ConsumerSettings, runs: RunStore) -> None:
+    runner, retry, dead_letter, log = runner_with(settings, runs, None)
+    for settlement in (Settlement.ACK, Settlement.DUPLICATE):
+        delivery = delivery_of(make_event(), log=log)
+        await runner.settle(delivery, Decision(settlement))
+    assert log == ["ack", "ack"]
+    assert retry.published == dead_letter.published == []
+
+
+async def test_a_retry_is_confirmed_into_the_attempts_retry_queue_before_the_ack(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    runner, retry, dead_letter, log = runner_with(settings, runs, None)
+    event = make_event()
+    delivery = delivery_of(event, headers={ATTEMPT_HEADER: 2, "v": "1"}, log=log)
+
+    await runner.settle(delivery, Decision(Settlement.RETRY, "handler_failed", "boom"))
+
+    assert log == ["publish:retry", "ack"]
+    assert dead_letter.published == []
+    [(message, routing_key)] = retry.published
+    assert routing_key == "work.retry.1000ms" == settings.retry_queue(2)
+    assert message.headers[ATTEMPT_HEADER] == 3
+    assert message.headers[ROUTING_KEY_HEADER] == "confluence.app.sync"
+    assert message.headers[ERROR_HEADER] == "boom"
+    assert message.headers["v"] == "1", "the original headers travel along"
+    assert message.body == delivery.body
+    assert message.message_id == str(event.id)
+    assert message.correlation_id == "req-1"
+    assert message.delivery_mode.value == 2
+
+
+async def test_a_retried_message_keeps_its_first_routing_key(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    """Back from a retry queue its routing key is the queue's name; the header has the real one."""
+    runner, retry, _, _ = runner_with(settings, runs, None)
+    delivery = delivery_of(
+        make_event(),
+        routing_key="work",
+        headers={ATTEMPT_HEADER: 2, ROUTING_KEY_HEADER: "confluence.app.sync"},
+    )
+
+    await runner.settle(delivery, Decision(Settlement.RETRY, "handler_failed", "boom"))
+
+    assert retry.published[0][0].headers[ROUTING_KEY_HEADER] == "confluence.app.sync"
+
+
+async def test_a_dead_letter_is_confirmed_into_the_dlx_with_its_reason_before_the_ack(
+    settings: ConsumerSettings, runs: RunStore
+) -> None:
+    runner, retry, dead_letter, log = runner_with(settings, runs, None)
+    delivery = delivery_of(make_event(), headers={ATTEMPT_HEADER: 3}, log=log)
+
+    await runner.settle(delivery, Decision(Settlement.DEAD_LETTER, "retries_exhausted", "boom"))
+
+    assert log == ["publish:dlx", "ack"]
+    assert retry.published == []
+    [(message, routing_key)] = dead_letter.published
+    assert routing_key == "work"
+    headers = message.headers
+    assert headers[REASON_HEADER] == "retries_exhausted"
+    assert headers[ERROR_HEADER] == "boom"
+    assert headers[ATTEMPT_HEADER] == 3
+    assert headers[ROUTING_KEY_HEADER] == "confluence.app.sync"
+    assert headers[SOURCE_QUEUE_HEADER] == "work"
+    assert isinstance(headers[DEAD_LETTERED_AT_HEADER], int)
+
+
+@pytest.mark.parametrize("settlement", [Settlement.RETRY, Settlement.DEAD_LETTER])
+async def test_a_republish_that_fails_leaves_the_message_unacked(
+    settings: ConsumerSettings, runs: RunStore, settlement: Settlement
+) -> None:
+    runner, retry, dead_letter, log = runner_with(settings, runs, None)
+    retry.fail = dead_letter.fail = True
+    delivery = delivery_of(make_event(), log=log)
+
+    with pytest.raises(ConnectionError):
+        await runner.settle(delivery, Decision(settlement, "x", "y"))
+
+    assert log == [], "not acked: the broker will redeliver it"
