@@ -7,7 +7,7 @@ event's name. The event's model must already be in `schemas.registry.REGISTRY`.
 from __future__ import annotations
 
 from consumers.handlers import Deps, Handler, record_confluence_sync
-from consumers.run_store import RunStore
+from consumers.run_store import BatchedRunStore
 from consumers.settings import ConsumerSettings
 
 HANDLERS: dict[str, Handler] = {
@@ -16,4 +16,4 @@ HANDLERS: dict[str, Handler] = {
 
 
 def build_deps(settings: ConsumerSettings) -> Deps:
-    return Deps(runs=RunStore(settings.run_store))
+    return Deps(runs=BatchedRunStore(settings.run_store))

@@ -128,6 +128,7 @@ class Runner:
         self._deps = deps
         self._registry = registry
         self._in_flight = 0
+        self._handling: dict[str, asyncio.Event] = {}
         self._drained = asyncio.Event()
         self._drained.set()
         self._retry_exchange: Republisher | None = None
@@ -202,11 +203,25 @@ class Runner:
             return Decision(Settlement.DEAD_LETTER, "invalid_body", str(exc)[:1000])
 
         event_id = str(getattr(event, "id", message.message_id))
-        if await asyncio.to_thread(self._deps.runs.is_processed, event_id):
-            return Decision(Settlement.DUPLICATE)
         handler = self._handlers.get(event_type.name)
         if handler is None:
             return Decision(Settlement.DEAD_LETTER, "no_handler", f"no handler for {name}")
+        # Two copies of one event in flight at once (a republish racing a redelivery) must
+        # not both run the handler: the second waits for the first, then sees it processed.
+        while (running := self._handling.get(event_id)) is not None:
+            await running.wait()
+        if self._deps.runs.is_processed(event_id):
+            return Decision(Settlement.DUPLICATE)
+        self._handling[event_id] = finished = asyncio.Event()
+        try:
+            return await self._handle(message, event, event_id, handler)
+        finally:
+            del self._handling[event_id]
+            finished.set()
+
+    async def _handle(
+        self, message: Delivery, event: object, event_id: str, handler: Handler
+    ) -> Decision:
         try:
             await handler(event, self._deps)
         except NonRetryableError as exc:
@@ -216,7 +231,7 @@ class Runner:
                 log.warning("handler failed (attempt %d): %r", attempt_of(message), exc)
                 return Decision(Settlement.RETRY, "handler_failed", repr(exc)[:1000])
             return Decision(Settlement.DEAD_LETTER, "retries_exhausted", repr(exc)[:1000])
-        await asyncio.to_thread(self._deps.runs.mark_processed, event_id)
+        await self._deps.runs.mark_processed(event_id)
         return Decision(Settlement.ACK)
 
     async def settle(self, message: Delivery, decision: Decision) -> None:

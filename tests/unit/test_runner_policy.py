@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +17,7 @@ from aiormq.abc import FieldValue
 
 from consumers.errors import NonRetryableError, RetryableError
 from consumers.handlers import Deps, Handler
-from consumers.run_store import RunStore
+from consumers.run_store import BatchedRunStore
 from consumers.runner import (
     ATTEMPT_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -101,8 +103,8 @@ def settings() -> ConsumerSettings:
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Iterator[RunStore]:
-    store = RunStore(tmp_path / "runs.sqlite3")
+def runs(tmp_path: Path) -> Iterator[BatchedRunStore]:
+    store = BatchedRunStore(tmp_path / "runs.sqlite3")
     yield store
     store.close()
 
@@ -113,7 +115,7 @@ class Calls:
 
 
 def runner_with(
-    settings: ConsumerSettings, runs: RunStore, handler: Handler | None
+    settings: ConsumerSettings, runs: BatchedRunStore, handler: Handler | None
 ) -> tuple[Runner, FakeExchange, FakeExchange, list[str]]:
     log: list[str] = []
     handlers = {EVENT_NAME: handler} if handler is not None else {}
@@ -141,7 +143,7 @@ def raising(exc: Exception) -> Handler:
 
 
 async def test_a_handled_event_is_acked_and_remembered(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     calls = Calls()
     runner, *_ = runner_with(settings, runs, recording(calls))
@@ -155,12 +157,12 @@ async def test_a_handled_event_is_acked_and_remembered(
 
 
 async def test_a_processed_event_is_a_duplicate_and_the_handler_is_not_called(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     calls = Calls()
     runner, *_ = runner_with(settings, runs, recording(calls))
     event = make_event()
-    runs.mark_processed(str(event.id))
+    await runs.mark_processed(str(event.id))
 
     decision = await runner.decide(delivery_of(event))
 
@@ -179,7 +181,7 @@ async def test_a_processed_event_is_a_duplicate_and_the_handler_is_not_called(
     ],
 )
 async def test_a_body_that_cannot_be_an_event_is_dead_lettered_as_invalid(
-    settings: ConsumerSettings, runs: RunStore, body: bytes
+    settings: ConsumerSettings, runs: BatchedRunStore, body: bytes
 ) -> None:
     calls = Calls()
     runner, *_ = runner_with(settings, runs, recording(calls))
@@ -193,7 +195,7 @@ async def test_a_body_that_cannot_be_an_event_is_dead_lettered_as_invalid(
 
 
 async def test_an_unknown_event_is_dead_lettered_at_once(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, *_ = runner_with(settings, runs, recording(Calls()))
     body = b'{"name": "jira/app.sync", "v": "1"}'
@@ -204,7 +206,7 @@ async def test_an_unknown_event_is_dead_lettered_at_once(
 
 
 async def test_an_event_without_a_handler_is_dead_lettered(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, *_ = runner_with(settings, runs, None)
 
@@ -214,7 +216,7 @@ async def test_an_event_without_a_handler_is_dead_lettered(
 
 
 async def test_a_non_retryable_error_is_dead_lettered_on_the_first_attempt(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, *_ = runner_with(settings, runs, raising(NonRetryableError("space is gone")))
     event = make_event()
@@ -228,7 +230,7 @@ async def test_a_non_retryable_error_is_dead_lettered_on_the_first_attempt(
 
 @pytest.mark.parametrize("exc", [RetryableError("later"), RuntimeError("boom")])
 async def test_any_other_error_is_retried_while_attempts_remain(
-    settings: ConsumerSettings, runs: RunStore, exc: Exception
+    settings: ConsumerSettings, runs: BatchedRunStore, exc: Exception
 ) -> None:
     runner, *_ = runner_with(settings, runs, raising(exc))
     event = make_event()
@@ -260,7 +262,9 @@ def test_the_attempt_comes_from_its_header_and_defaults_to_the_first(
 # --- settle -------------------------------------------------------------------------------
 
 
-async def test_ack_and_duplicate_only_ack(settings: ConsumerSettings, runs: RunStore) -> None:
+async def test_ack_and_duplicate_only_ack(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
     for settlement in (Settlement.ACK, Settlement.DUPLICATE):
         delivery = delivery_of(make_event(), log=log)
@@ -270,7 +274,7 @@ async def test_ack_and_duplicate_only_ack(settings: ConsumerSettings, runs: RunS
 
 
 async def test_a_retry_is_confirmed_into_the_attempts_retry_queue_before_the_ack(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
     event = make_event()
@@ -293,7 +297,7 @@ async def test_a_retry_is_confirmed_into_the_attempts_retry_queue_before_the_ack
 
 
 async def test_a_retried_message_keeps_its_first_routing_key(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     """Back from a retry queue its routing key is the queue's name; the header has the real one."""
     runner, retry, _, _ = runner_with(settings, runs, None)
@@ -309,7 +313,7 @@ async def test_a_retried_message_keeps_its_first_routing_key(
 
 
 async def test_a_dead_letter_is_confirmed_into_the_dlx_with_its_reason_before_the_ack(
-    settings: ConsumerSettings, runs: RunStore
+    settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
     delivery = delivery_of(make_event(), headers={ATTEMPT_HEADER: 3}, log=log)
@@ -331,7 +335,7 @@ async def test_a_dead_letter_is_confirmed_into_the_dlx_with_its_reason_before_th
 
 @pytest.mark.parametrize("settlement", [Settlement.RETRY, Settlement.DEAD_LETTER])
 async def test_a_republish_that_fails_leaves_the_message_unacked(
-    settings: ConsumerSettings, runs: RunStore, settlement: Settlement
+    settings: ConsumerSettings, runs: BatchedRunStore, settlement: Settlement
 ) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
     retry.fail = dead_letter.fail = True
@@ -341,3 +345,46 @@ async def test_a_republish_that_fails_leaves_the_message_unacked(
         await runner.settle(delivery, Decision(settlement, "x", "y"))
 
     assert log == [], "not acked: the broker will redeliver it"
+
+
+async def test_two_copies_in_flight_at_once_run_the_handler_once(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    calls = Calls()
+    release = asyncio.Event()
+
+    async def slow(event: ConfluenceAppSync, deps: Deps) -> None:
+        calls.events.append(event)
+        await release.wait()
+
+    runner, *_ = runner_with(settings, runs, slow)
+    event = make_event()
+    first = asyncio.create_task(runner.decide(delivery_of(event)))
+    second = asyncio.create_task(runner.decide(delivery_of(event)))
+    await asyncio.sleep(0.01)
+    release.set()
+
+    decisions = {(await first).settlement, (await second).settlement}
+    assert decisions == {Settlement.ACK, Settlement.DUPLICATE}
+    assert len(calls.events) == 1
+
+
+async def test_the_run_store_commits_concurrent_writes_together(
+    runs: BatchedRunStore,
+) -> None:
+    events = [make_event() for _ in range(100)]
+    recorded = await asyncio.gather(*(runs.record_sync(e, received_at=1) for e in events))
+    assert recorded == [True] * 100
+    assert runs.count() == 100
+    assert 1 <= runs.commits < 10, "one fsync should serve many writes"
+    again = await runs.record_sync(events[0], received_at=2)
+    assert again is False, "an event id is recorded once"
+
+
+async def test_a_failed_commit_reaches_every_waiting_writer(tmp_path: Path) -> None:
+    store = BatchedRunStore(tmp_path / "runs.sqlite3")
+    store.close()  # every write now fails inside the worker thread
+    results = await asyncio.gather(
+        *(store.mark_processed(f"id-{n}") for n in range(5)), return_exceptions=True
+    )
+    assert all(isinstance(r, sqlite3.ProgrammingError) for r in results)
