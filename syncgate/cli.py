@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import click
+import uvloop
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -56,6 +57,8 @@ def gateway() -> None:
         reuse_port=settings.reuse_port,
         access_log=None,
         print=None,
+        # uvloop: measured about 1.5x the default loop's throughput on this path (PERF-NOTES).
+        loop=uvloop.new_event_loop(),
     )
 
 
@@ -68,7 +71,7 @@ def consumer() -> None:
 
     settings = load_settings(ConsumerSettings)
     configure_logging(settings.log_format, settings.log_level)
-    asyncio.run(serve(settings))
+    uvloop.run(serve(settings))
 
 
 @cli.command()
