@@ -16,6 +16,7 @@ into the attacker's account). Safe methods are not checked: they change nothing.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 from collections.abc import Sequence
@@ -37,6 +38,7 @@ SESSIONLESS = frozenset({"/api/auth/login"})
 _LABEL = b"syncgate csrf token v1"
 
 
+@functools.lru_cache(maxsize=16)  # one per configured key; derived once, not per request
 def _token_key(fernet_key: str) -> bytes:
     return hmac.new(base64.urlsafe_b64decode(fernet_key), _LABEL, hashlib.sha256).digest()
 

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from gateway.app_settings import AppSettingsProvider
 from gateway.idempotency import IdempotencyCache
+from gateway.identity import SignedIn
 from gateway.login_limits import LoginLimits
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import EventPublisher
@@ -28,3 +29,4 @@ LOGIN_LIMITS = web.AppKey("login_limits", LoginLimits)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 
 REQUEST_ID = web.RequestKey("request_id", str)
+SIGNED_IN = web.RequestKey("signed_in", SignedIn)

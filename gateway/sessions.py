@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
@@ -22,7 +21,8 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from gateway.errors import BrokerUnavailable, NotAuthenticated
-from gateway.keys import CLOCK, REVOCATIONS, SETTINGS, USERS
+from gateway.identity import SignedIn
+from gateway.keys import CLOCK, REVOCATIONS, SETTINGS, SIGNED_IN, USERS
 from schemas.events import EventUser
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,6 @@ def session_storage(app: web.Application) -> RotatingCookieStorage:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class SignedIn:
-    user: EventUser
-    session_id: str
-    issued_at: int
-
-
 async def start_session(request: web.Request, user: EventUser) -> SignedIn:
     """A fresh session at every login: a cookie from before it never authenticates."""
     session = await new_session(request)
@@ -130,7 +123,17 @@ def _int(value: Any) -> int | None:
 
 
 async def require_user(request: web.Request) -> SignedIn:
-    """The signed-in user, or NotAuthenticated. The only source of the event's `user`."""
+    """The signed-in user, or NotAuthenticated. The only source of the event's `user`.
+
+    Checked once per request: the CSRF middleware and the view both ask.
+    """
+    signed_in = request.get(SIGNED_IN)
+    if signed_in is None:
+        signed_in = request[SIGNED_IN] = await _check_session(request)
+    return signed_in
+
+
+async def _check_session(request: web.Request) -> SignedIn:
     session = await get_session(request)
     if session.new:
         raise NotAuthenticated("sign in first")

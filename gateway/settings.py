@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -84,11 +85,11 @@ class GatewaySettings(BaseSettings):
         parse_session_keys(value.get_secret_value())
         return value
 
-    @property
+    @cached_property
     def fernet_keys(self) -> list[str]:
         return parse_session_keys(self.session_keys.get_secret_value())
 
-    @property
+    @cached_property
     def origins(self) -> frozenset[str]:
         origins = (origin.strip().rstrip("/") for origin in self.allowed_origins.split(","))
         return frozenset(origin for origin in origins if origin)
