@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.run_store import BatchedRunStore
+from consumers.run_store import BatchedRunStore, RunWrites
 from schemas.events import ConfluenceAppSync
 
 log = logging.getLogger(__name__)
@@ -17,14 +17,21 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Deps:
+    """What the consumer process holds: opened once by `bootstrap.build_deps`."""
+
     runs: BatchedRunStore
 
 
-Handler = Callable[[Any, Deps], Awaitable[None]]
+@dataclass(frozen=True, slots=True)
+class HandlerDeps:
+    """What one handler call gets. Its writes commit with the message's processed mark."""
+
+    runs: RunWrites
 
 
-async def record_confluence_sync(event: ConfluenceAppSync, deps: Deps) -> None:
+Handler = Callable[[Any, HandlerDeps], Awaitable[None]]
+
+
+async def record_confluence_sync(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
     """Record the sync request, so the person who clicked can see that it arrived."""
-    received_at = time.time_ns() // 1_000_000
-    if not await deps.runs.record_sync(event, received_at=received_at):
-        log.info("the sync run was already recorded")
+    deps.runs.record_sync(event, received_at=time.time_ns() // 1_000_000)

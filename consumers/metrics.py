@@ -24,7 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from consumers.handlers import Deps, Handler
+from consumers.handlers import Handler, HandlerDeps
 from consumers.settings import ConsumerSettings
 from syncgate.amqp import connect_with_retry
 
@@ -76,7 +76,7 @@ class ConsumerMetrics:
     def _timed(self, event_name: str, handler: Handler) -> Handler:
         histogram = self.handler_duration.labels(event=event_name)
 
-        async def timed_handler(event: Any, deps: Deps) -> None:
+        async def timed_handler(event: Any, deps: HandlerDeps) -> None:
             started = time.perf_counter()
             try:
                 await handler(event, deps)

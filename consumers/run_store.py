@@ -145,27 +145,28 @@ class BatchedRunStore:
         self._writer = RunStore(path)  # used only from the worker thread, one batch at a time
         self._reader = RunStore(path)
         self._max_batch = max_batch
-        self._pending: list[tuple[Write, asyncio.Future[bool]]] = []
+        self._pending: list[tuple[list[Write], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0
-        """Transactions committed so far: fewer than writes whenever batching helped."""
+        """Transactions committed so far: fewer than writers whenever batching helped."""
 
     def is_processed(self, event_id: str) -> bool:
         return self._reader.is_processed(event_id)
 
+    def unit_of_work(self) -> RunWrites:
+        """Writes staged while one message is handled, committed together with its mark."""
+        return RunWrites(self)
+
     async def mark_processed(self, event_id: str) -> None:
-        await self._submit(mark_processed_write(event_id))
+        await self.commit([mark_processed_write(event_id)])
 
-    async def record_sync(self, event: ConfluenceAppSync, *, received_at: int) -> bool:
-        """Record the run once; False if this event id was already recorded."""
-        return await self._submit(record_sync_write(event, received_at=received_at))
-
-    async def _submit(self, write: Write) -> bool:
-        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((write, done))
+    async def commit(self, writes: list[Write]) -> None:
+        """Commit these writes atomically, in the next batch; return once they are on disk."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((writes, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="syncgate-run-store-flush")
-        return await done
+        await done
 
     async def _flush(self) -> None:
         while self._pending:
@@ -173,17 +174,18 @@ class BatchedRunStore:
             await asyncio.sleep(0)
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
+            writes = [write for group, _ in batch for write in group]
             try:
-                changed = await asyncio.to_thread(self._writer.apply, [w for w, _ in batch])
+                await asyncio.to_thread(self._writer.apply, writes)
                 self.commits += 1
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():
                         done.set_exception(exc)
                 continue
-            for (_, done), row_changed in zip(batch, changed, strict=True):
+            for _, done in batch:
                 if not done.done():
-                    done.set_result(row_changed)
+                    done.set_result(None)
 
     def get(self, event_id: str) -> Run | None:
         return self._reader.get(event_id)
@@ -197,3 +199,28 @@ class BatchedRunStore:
     def close(self) -> None:
         self._writer.close()
         self._reader.close()
+
+
+class RunWrites:
+    """One message's unit of work: what its handler records, plus "processed", in one commit.
+
+    Committing the handler's record and the processed mark together means a redelivery
+    either finds both (and is acked as a duplicate) or neither (and is handled again), and it
+    halves the commits each message waits for.
+    """
+
+    def __init__(self, store: BatchedRunStore) -> None:
+        self._store = store
+        self._writes: list[Write] = []
+
+    def record_sync(self, event: ConfluenceAppSync, *, received_at: int) -> None:
+        """Stage the run; an event id already recorded is left as it was."""
+        self._writes.append(record_sync_write(event, received_at=received_at))
+
+    def mark_processed(self, event_id: str) -> None:
+        self._writes.append(mark_processed_write(event_id))
+
+    async def commit(self) -> None:
+        writes, self._writes = self._writes, []
+        if writes:
+            await self._store.commit(writes)

@@ -17,7 +17,7 @@ from aiormq.abc import FieldValue
 from pydantic import ValidationError
 
 from consumers.errors import NonRetryableError
-from consumers.handlers import Deps, Handler
+from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.metrics import ConsumerMetrics
 from consumers.settings import ConsumerSettings
 from consumers.topology import declare_consumer_topology
@@ -222,8 +222,9 @@ class Runner:
     async def _handle(
         self, message: Delivery, event: object, event_id: str, handler: Handler
     ) -> Decision:
+        writes = self._deps.runs.unit_of_work()
         try:
-            await handler(event, self._deps)
+            await handler(event, HandlerDeps(runs=writes))
         except NonRetryableError as exc:
             return Decision(Settlement.DEAD_LETTER, "handler_rejected", repr(exc)[:1000])
         except Exception as exc:
@@ -231,7 +232,9 @@ class Runner:
                 log.warning("handler failed (attempt %d): %r", attempt_of(message), exc)
                 return Decision(Settlement.RETRY, "handler_failed", repr(exc)[:1000])
             return Decision(Settlement.DEAD_LETTER, "retries_exhausted", repr(exc)[:1000])
-        await self._deps.runs.mark_processed(event_id)
+        writes.mark_processed(event_id)
+        # On disk before the ack: a crash after this is a duplicate, never a loss.
+        await writes.commit()
         return Decision(Settlement.ACK)
 
     async def settle(self, message: Delivery, decision: Decision) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from consumers.bootstrap import build_deps
 from consumers.errors import NonRetryableError
-from consumers.handlers import Deps, record_confluence_sync
+from consumers.handlers import HandlerDeps, record_confluence_sync
 from consumers.runner import ATTEMPT_HEADER, REASON_HEADER, ROUTING_KEY_HEADER
 from schemas.events import ConfluenceAppSync
 from syncgate.topology import declare_events_exchange
@@ -41,7 +41,7 @@ async def test_a_poison_event_is_retried_with_growing_delays_then_dead_lettered_
     poison = make_event({"poison": True})
     attempts: list[float] = []
 
-    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+    async def handle(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
         if event.id == poison.id:
             attempts.append(time.monotonic())
             raise RuntimeError("this event always fails")
@@ -105,7 +105,7 @@ async def test_a_body_that_is_not_a_known_event_is_dead_lettered_at_once(
     settings = names.consumer_settings(tmp_path)
     calls: list[ConfluenceAppSync] = []
 
-    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+    async def handle(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
         calls.append(event)
 
     deps = build_deps(settings)
@@ -136,7 +136,7 @@ async def test_a_non_retryable_error_is_dead_lettered_after_one_attempt(
     settings = names.consumer_settings(tmp_path)
     calls: list[float] = []
 
-    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+    async def handle(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
         calls.append(time.monotonic())
         raise NonRetryableError("the space was deleted")
 
@@ -190,7 +190,7 @@ async def test_dlq_list_shows_without_removing_and_replay_brings_events_back(
     settings = names.consumer_settings(tmp_path)
     broken = True
 
-    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+    async def handle(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
         if broken:
             raise NonRetryableError("the downstream API said 400")
         await record_confluence_sync(event, deps)

@@ -16,7 +16,7 @@ import pytest
 from yarl import URL
 
 from consumers.bootstrap import HANDLERS, build_deps
-from consumers.handlers import Deps, Handler
+from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.runner import Decision, Delivery, Runner, Settlement
 from consumers.settings import ConsumerSettings
 from gateway.app import create_app
@@ -121,7 +121,7 @@ async def test_no_accepted_sync_is_lost_across_two_broker_restarts(
     handled: collections.Counter[str] = collections.Counter()
     record = HANDLERS["confluence/app.sync"]
 
-    async def counting_record(event: object, deps: Deps) -> None:
+    async def counting_record(event: object, deps: HandlerDeps) -> None:
         handled[str(getattr(event, "id", ""))] += 1
         await record(event, deps)
 

@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractMessage
 from aiormq.abc import FieldValue
 
 from consumers.errors import NonRetryableError, RetryableError
-from consumers.handlers import Deps, Handler
+from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.run_store import BatchedRunStore
 from consumers.runner import (
     ATTEMPT_HEADER,
@@ -126,14 +126,14 @@ def runner_with(
 
 
 def recording(calls: Calls) -> Handler:
-    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+    async def handle(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
         calls.events.append(event)
 
     return handle
 
 
 def raising(exc: Exception) -> Handler:
-    async def handle(event: ConfluenceAppSync, deps: Deps) -> None:
+    async def handle(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
         raise exc
 
     return handle
@@ -353,7 +353,7 @@ async def test_two_copies_in_flight_at_once_run_the_handler_once(
     calls = Calls()
     release = asyncio.Event()
 
-    async def slow(event: ConfluenceAppSync, deps: Deps) -> None:
+    async def slow(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
         calls.events.append(event)
         await release.wait()
 
@@ -369,16 +369,28 @@ async def test_two_copies_in_flight_at_once_run_the_handler_once(
     assert len(calls.events) == 1
 
 
-async def test_the_run_store_commits_concurrent_writes_together(
+async def test_the_run_store_commits_concurrent_units_of_work_together(
     runs: BatchedRunStore,
 ) -> None:
     events = [make_event() for _ in range(100)]
-    recorded = await asyncio.gather(*(runs.record_sync(e, received_at=1) for e in events))
-    assert recorded == [True] * 100
+
+    async def handle(event: ConfluenceAppSync) -> None:
+        writes = runs.unit_of_work()
+        writes.record_sync(event, received_at=1)
+        writes.mark_processed(str(event.id))
+        await writes.commit()
+
+    await asyncio.gather(*(handle(e) for e in events))
     assert runs.count() == 100
-    assert 1 <= runs.commits < 10, "one fsync should serve many writes"
-    again = await runs.record_sync(events[0], received_at=2)
-    assert again is False, "an event id is recorded once"
+    assert all(runs.is_processed(str(e.id)) for e in events)
+    assert 1 <= runs.commits < 10, "one fsync should serve many messages"
+    again = runs.unit_of_work()
+    again.record_sync(events[0], received_at=2)
+    await again.commit()
+    assert runs.count() == 100, "an event id is recorded once"
+    run = runs.get(str(events[0].id))
+    assert run is not None
+    assert run.received_at == 1
 
 
 async def test_a_failed_commit_reaches_every_waiting_writer(tmp_path: Path) -> None:
