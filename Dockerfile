@@ -10,10 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY . /src
 RUN pip install /src && rm -rf /src
 
-# A fixed uid, so files in the volumes keep one owner across image rebuilds. /data is made
-# here, owned by that user, so a fresh named volume mounted on it is writable.
+# A fixed uid, so files in the volumes keep one owner across image rebuilds. /data and /runs
+# (the run store the consumer writes and the gateway reads) are made here, owned by that
+# user, so a fresh named volume mounted on either is writable.
 RUN useradd --system --uid 10001 --no-create-home --home-dir /data syncgate \
-    && mkdir /data && chown syncgate:syncgate /data
+    && mkdir /data /runs && chown syncgate:syncgate /data /runs
 USER syncgate
 WORKDIR /data
 

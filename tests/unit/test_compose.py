@@ -136,6 +136,28 @@ def test_state_lives_in_volumes(compose: dict[str, Any]) -> None:
     assert {name for name in named if not name.startswith(".")} <= set(compose["volumes"])
 
 
+def test_the_gateway_reads_the_run_store_the_consumer_writes(compose: dict[str, Any]) -> None:
+    # GET /api/runs/{id}, which the page polls, reads the consumer's SQLite file.
+    gateway = services(compose)["gateway"]
+    consumer = services(compose)["consumer"]
+    store = consumer["environment"]["SYNCGATE_RUN_STORE"]
+    assert gateway["environment"]["SYNCGATE_RUN_STORE"] == store
+    directory = str(Path(store).parent)
+    gateway_volume = next(v for v in gateway["volumes"] if v.split(":")[1] == directory)
+    consumer_volume = next(v for v in consumer["volumes"] if v.split(":")[1] == directory)
+    assert gateway_volume.split(":")[0] == consumer_volume.split(":")[0], "one shared volume"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert directory in dockerfile, "the image makes the mount point, owned by its user"
+
+
+def test_the_consumer_metrics_are_reachable(compose: dict[str, Any]) -> None:
+    consumer = services(compose)["consumer"]
+    env = consumer["environment"]
+    assert env["SYNCGATE_METRICS_HOST"] == "0.0.0.0"  # noqa: S104 - in a container
+    port = env["SYNCGATE_METRICS_PORT"]
+    assert f"127.0.0.1:{port}:{port}" in consumer["ports"]
+
+
 def subcommand(path: list[str]) -> click.Command | None:
     command: click.Command = cli
     for name in path:
