@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 import aio_pika
-from aio_pika.abc import AbstractExchange, AbstractRobustChannel, AbstractRobustConnection
+import aiormq
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from gateway.errors import BrokerUnavailable
 from gateway.metrics import GatewayMetrics, PublishOutcome
@@ -35,19 +36,25 @@ class EventPublisher(Protocol):
         ...
 
 
-def build_message(event: ConfluenceAppSync, *, correlation_id: str) -> aio_pika.Message:
-    return aio_pika.Message(
-        body=event.model_dump_json().encode(),
+def message_properties(
+    event: ConfluenceAppSync, *, correlation_id: str
+) -> aiormq.spec.Basic.Properties:
+    """The AMQP properties an operator sees in the management UI, and consumers read."""
+    return aiormq.spec.Basic.Properties(
         content_type="application/json",
         content_encoding="utf-8",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
         message_id=str(event.id),
         correlation_id=correlation_id,
-        type=event.name,
+        message_type=event.name,
         timestamp=datetime.fromtimestamp(event.ts / 1000, tz=UTC),
         app_id="syncgate-gateway",
         headers={"v": event.v},
     )
+
+
+def message_body(event: ConfluenceAppSync) -> bytes:
+    return event.model_dump_json().encode()
 
 
 class AmqpPublisher:
@@ -77,7 +84,6 @@ class AmqpPublisher:
         self._link_up = asyncio.Event()
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._exchange: AbstractExchange | None = None
         self._opener: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -97,7 +103,7 @@ class AmqpPublisher:
         # on_return_raises: with mandatory=True an unroutable event must not look delivered.
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         self._channel = channel
-        self._exchange = await declare_events_exchange(channel, self._topology)
+        await declare_events_exchange(channel, self._topology)
         # The robust channel re-declares the exchange (and the unrouted queue and its binding)
         # before it calls its reopen callbacks, so "reopened" means "ready to publish" again.
         channel.close_callbacks.add(self._on_channel_closed)
@@ -125,14 +131,15 @@ class AmqpPublisher:
         )
 
     async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
-        message = build_message(event, correlation_id=correlation_id)
+        body = message_body(event)
+        properties = message_properties(event, correlation_id=correlation_id)
         started = time.perf_counter()
         try:
             # One deadline over the wait for a (re)connection and the confirm: aio-pika's own
             # timeout covers neither the wait for the link nor a reconnect. A blocked connection
             # (a memory or disk alarm) never confirms, so it ends here too.
             async with asyncio.timeout(self._deadline):
-                await self._publish_when_up(message, routing_key_for(event.name))
+                await self._publish_when_up(body, properties, routing_key_for(event.name))
         except TimeoutError:
             log.warning("publish of %s missed the %.1fs deadline", event.id, self._deadline)
             self._count(PublishOutcome.DEADLINE_MISSED, started)
@@ -162,14 +169,28 @@ class AmqpPublisher:
         # The line an operator greps for: the same event id is on the consumer's "settled" line.
         log.info("published", extra={"event_id": str(event.id), "correlation_id": correlation_id})
 
-    async def _publish_when_up(self, message: aio_pika.Message, routing_key: str) -> None:
+    async def _publish_when_up(
+        self, body: bytes, properties: aiormq.spec.Basic.Properties, routing_key: str
+    ) -> None:
         while True:
             await self._link_up.wait()
-            assert self._exchange is not None
+            assert self._channel is not None
             try:
-                await self._exchange.publish(message, routing_key, mandatory=True)
+                if self._channel.is_closed:
+                    raise aiormq.exceptions.ChannelInvalidStateError("the channel is closed")
+                # Straight to aiormq's channel, as aio-pika's Exchange.publish does, but
+                # without building an aio_pika.Message only to turn it into these properties.
+                # The channel confirms, and raises on returns (mandatory) and nacks.
+                channel = await self._channel.get_underlay_channel()
+                await channel.basic_publish(
+                    body,
+                    exchange=self._topology.exchange,
+                    routing_key=routing_key,
+                    properties=properties,
+                    mandatory=True,
+                )
                 return
-            except aio_pika.exceptions.ChannelInvalidStateError:
+            except aiormq.exceptions.ChannelInvalidStateError:
                 # The channel closed between the wait and the write, so nothing was sent and
                 # another try cannot duplicate the event. The close callback clears the link
                 # a moment later; the pause keeps this from spinning until it does.

@@ -18,7 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from consumers.handlers import Deps, Handler
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
-from gateway.publisher import build_message
+from gateway.publisher import message_body, message_properties
 from schemas.events import AppSettings, ConfluenceAppSync, EventUser
 from schemas.registry import routing_key_for
 from tests.conftest import AMQP_URL
@@ -39,16 +39,27 @@ def make_event(data: object = None) -> ConfluenceAppSync:
     )
 
 
+async def publish_event(
+    channel: AbstractChannel, exchange_name: str, event: ConfluenceAppSync, correlation_id: str
+) -> None:
+    """The gateway's message (same body and properties), confirmed by the broker."""
+    underlay = await channel.get_underlay_channel()
+    await underlay.basic_publish(
+        message_body(event),
+        exchange=exchange_name,
+        routing_key=ROUTING_KEY,
+        properties=message_properties(event, correlation_id=correlation_id),
+        mandatory=True,
+    )
+
+
 async def publish_events(
     connection: AbstractConnection, exchange_name: str, events: Iterable[ConfluenceAppSync]
 ) -> None:
     """Publish persistently and return once the broker confirmed every one."""
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     async with channel:
-        exchange = await channel.get_exchange(exchange_name)
-        batch = [
-            exchange.publish(build_message(e, correlation_id="test"), ROUTING_KEY) for e in events
-        ]
+        batch = [publish_event(channel, exchange_name, e, "test") for e in events]
         for start in range(0, len(batch), 200):
             await asyncio.gather(*batch[start : start + 200])
 

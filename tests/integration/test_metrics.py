@@ -21,11 +21,11 @@ from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 from gateway.app import create_app
 from gateway.app_settings import load_app_settings
-from gateway.publisher import build_message
 from gateway.revocation import LocalRevocations
 from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync, EventUser
 from tests.conftest import AiohttpClient, BrokerNames, login
+from tests.integration.consumer_support import publish_event
 from tests.support.gateway import wait_readiness
 
 pytestmark = pytest.mark.integration
@@ -143,11 +143,10 @@ async def test_traffic_moves_the_gateway_and_consumer_metrics(
         exchange = await channel.get_exchange(names.exchange)
         user = EventUser(id="u-ada", email="ada@example.com", name="Ada Lovelace")
         event = ConfluenceAppSync.new(user=user, app_settings=load_app_settings(app_settings_file))
-        message = build_message(event, correlation_id="metrics-test")
         await exchange.publish(aio_pika.Message(b"not json"), "confluence.app.sync")
-        await exchange.publish(message, "confluence.app.sync")
+        await publish_event(channel, names.exchange, event, "metrics-test")
         await wait_for_consumer(metrics_port, lambda samples: settled(samples, "ack") >= 4)
-        await exchange.publish(message, "confluence.app.sync")
+        await publish_event(channel, names.exchange, event, "metrics-test")
         # The DLQ depth is sampled, so wait for a sample that saw the dead letter too.
         consumer_after = await wait_for_consumer(
             metrics_port,
