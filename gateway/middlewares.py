@@ -68,6 +68,9 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
     finally:
         request_id_var.reset(token)
     response.headers["X-Request-Id"] = request_id
+    # The request line. For a sync it also names the event and its correlation id: the
+    # publisher set them in this request's context (aiohttp runs each request in its own task,
+    # so they never leak into the next request on the connection).
     log.info(
         "%s %s %s",
         request.method,

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.integration
 Client = TestClient[web.Request, web.Application]
 
 
-async def test_one_grep_of_the_event_id_finds_the_publish_and_the_ack(
+async def test_one_grep_of_the_event_id_finds_the_request_and_the_ack(
     aiohttp_client: AiohttpClient,
     make_settings: Callable[..., GatewaySettings],
     names: BrokerNames,
@@ -52,6 +52,9 @@ async def test_one_grep_of_the_event_id_finds_the_publish_and_the_ack(
             )
             assert response.status == 202
             event_id = (await response.json())["id"]
+            # The next request on the same keep-alive connection names no event.
+            after = await client.get("/healthz", headers={"X-Request-Id": "after-7"})
+            assert after.status == 200
 
             deadline = time.monotonic() + 10
             while not any(r["message"] == "settled: ack" for r in lines.grep(event_id)):
@@ -63,14 +66,16 @@ async def test_one_grep_of_the_event_id_finds_the_publish_and_the_ack(
             deps.runs.close()
 
     trail = lines.grep(event_id)
-    (published,) = [r for r in trail if r["message"] == "published"]
+    (answered,) = [r for r in trail if r["message"] == "POST /api/sync 202"]
     (settled,) = [r for r in trail if r["message"] == "settled: ack"]
-    assert published["logger"] == "gateway.publisher"
+    assert answered["logger"] == "syncgate.gateway.http"
     assert settled["logger"] == "consumers.runner"
-    assert published["event_id"] == settled["event_id"] == event_id
+    assert answered["event_id"] == settled["event_id"] == event_id
     # The request id is the message's correlation id, so both sides name the same click.
-    assert published["request_id"] == "click-7"
-    assert published["correlation_id"] == settled["correlation_id"] == "click-7"
-    assert trail.index(published) < trail.index(settled)
+    assert answered["request_id"] == "click-7"
+    assert answered["correlation_id"] == settled["correlation_id"] == "click-7"
+    (next_line,) = [r for r in lines.records() if r.get("request_id") == "after-7"]
+    assert "event_id" not in next_line
+    assert "correlation_id" not in next_line
     # Every line written meanwhile, by either side, was one JSON object.
     assert all({"time", "level", "logger", "message"} <= set(r) for r in lines.records())
