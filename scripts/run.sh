@@ -55,8 +55,10 @@ cat >&2 <<MSG
         curl -c var/cookies -H 'Content-Type: application/json' \\
           -d "{\"email\":\"demo@example.com\",\"password\":\"\$(cat var/demo-password)\"}" \\
           http://127.0.0.1:$port/api/auth/login
-        curl -b var/cookies -H 'Content-Type: application/json' -d '{"data":"data"}' \\
-          http://127.0.0.1:$port/api/sync
+        csrf=\$(curl -s -b var/cookies http://127.0.0.1:$port/api/auth/csrf \\
+          | .venv/bin/python -c 'import json, sys; print(json.load(sys.stdin)["csrfToken"])')
+        curl -b var/cookies -H 'Content-Type: application/json' -H "X-CSRF-Token: \$csrf" \\
+          -d '{"data":"data"}' http://127.0.0.1:$port/api/sync
 [run] see recorded runs: .venv/bin/syncgate runs --store var/runs.sqlite3
 [run] Ctrl-C stops both.
 MSG
