@@ -95,7 +95,9 @@ def create_app(
         publisher = amqp
     app[PUBLISHER] = publisher
     app[IDEMPOTENCY] = IdempotencyCache(
-        window=settings.idempotency_window, max_keys=settings.idempotency_max_keys
+        window=settings.idempotency_window,
+        max_keys=settings.idempotency_max_keys,
+        max_attempt_bytes=settings.idempotency_max_attempt_bytes,
     )
     if revocations is None and broker_faked:
         revocations = LocalRevocations(clock)

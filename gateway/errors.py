@@ -82,6 +82,13 @@ class ValidationFailed(GatewayError):
     code = "validation_failed"
 
 
+class IdempotencyKeyReused(GatewayError):
+    """An Idempotency-Key first sent with another body: answering for it would hide this one."""
+
+    status = 422
+    code = "idempotency_key_reused"
+
+
 class RunStoreUnavailable(GatewayError):
     """The consumer's run store could not be read (locked, corrupt, unreadable)."""
 

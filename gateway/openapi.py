@@ -114,6 +114,10 @@ _SYNC = Operation(
         202: Answer("Published and confirmed.", SyncAccepted, headers=("Idempotent-Replayed",)),
         **_BODY,
         400: Answer("Malformed JSON, or an invalid Idempotency-Key."),
+        422: Answer(
+            "A JSON body that is not an object or does not match the contract, or an "
+            "Idempotency-Key first sent with another body (`idempotency_key_reused`)."
+        ),
         **_SIGNED_IN,
         **_CSRF,
         503: Answer(
@@ -284,7 +288,11 @@ def _parameters(path: str, operation: Operation) -> list[dict[str, Any]]:
                 "name": IDEMPOTENCY_HEADER,
                 "in": "header",
                 "required": False,
-                "description": "A retry with the same key gets the first event id back.",
+                "description": (
+                    "A retry with the same key and body gets the first event id back; after "
+                    "a 503 it publishes the same event (same id) again. The key with another "
+                    "body is a 422."
+                ),
                 "schema": {
                     "type": "string",
                     "minLength": 1,

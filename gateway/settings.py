@@ -56,11 +56,13 @@ class GatewaySettings(BaseSettings):
 
     publish_deadline: float = Field(default=5.0, gt=0)
     retry_after: int = Field(default=5, ge=1)
-    # How long a confirmed Idempotency-Key answers with its first event id: 24 h covers a
-    # client's retries across a long outage or an overnight batch, as payment APIs do. The
-    # count bounds the memory (100k keys is tens of MB at worst); the oldest go first.
+    # How long an Idempotency-Key stands for its event: 24 h covers a client's retries across
+    # a long outage or an overnight batch, as payment APIs do. The count bounds the confirmed
+    # keys (100k is tens of MB at worst); the oldest go first. Failed attempts keep their
+    # whole event for the retry, so they have a byte budget of their own.
     idempotency_window: float = Field(default=24 * 60 * 60, gt=0)
     idempotency_max_keys: int = Field(default=100_000, ge=1)
+    idempotency_max_attempt_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
 

@@ -55,17 +55,22 @@ async def sync(request: web.Request) -> web.Response:
     key = idempotency_key(request)
     body: SyncRequest = await _body(request, SyncRequest)
 
-    async def publish() -> str:
-        event = ConfluenceAppSync.new(
+    def build() -> ConfluenceAppSync:
+        return ConfluenceAppSync.new(
             user=signed_in.user,
             app_settings=request.app[APP_SETTINGS].current(),
             data=body.data,
         )
-        await request.app[PUBLISHER].publish(event, correlation_id=request[REQUEST_ID])
-        return str(event.id)
 
-    # A retry with a key already confirmed gets the first event id, and nothing is published.
-    outcome = await request.app[IDEMPOTENCY].run_once(signed_in.user.id, key, publish)
+    async def publish(event: ConfluenceAppSync) -> None:
+        await request.app[PUBLISHER].publish(event, correlation_id=request[REQUEST_ID])
+
+    # With a key: a confirmed key gets its event id back and nothing is published; after a
+    # failure the same event is published again. `data` is compared across requests with the
+    # key: it is all of the body that reaches the event.
+    outcome = await request.app[IDEMPOTENCY].run_once(
+        signed_in.user.id, key, data=body.data, build=build, publish=publish
+    )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     # "success" stays the string "true": the original clients compare it as a string.
     return web.json_response(

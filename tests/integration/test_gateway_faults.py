@@ -20,7 +20,10 @@ from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.runner import Decision, Delivery, Runner, Settlement
 from consumers.settings import ConsumerSettings
 from gateway.app import create_app
+from gateway.keys import PUBLISHER
+from gateway.publisher import EventPublisher
 from gateway.settings import GatewaySettings
+from schemas.events import ConfluenceAppSync
 from tests.conftest import AMQP_URL, AiohttpClient, BrokerNames, login
 from tests.support.broker import broker_stopped, memory_alarm, rabbitmqctl
 from tests.support.gateway import Client, SyncResult, timed_sync, wait_readiness
@@ -239,6 +242,83 @@ async def test_a_half_open_link_is_503_within_the_deadline_and_recovers(
     )
     assert delivered_ids[0] == before.event_id
     assert after.event_id in delivered_ids
+
+
+class RecordingPublisher:
+    """The gateway's own publisher, recording the id of every event the view hands it."""
+
+    def __init__(self, inner: EventPublisher) -> None:
+        self._inner = inner
+        self.attempted: list[str] = []
+
+    @property
+    def ready(self) -> bool:
+        return self._inner.ready
+
+    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+        self.attempted.append(str(event.id))
+        await self._inner.publish(event, correlation_id=correlation_id)
+
+
+async def test_the_retry_after_a_503_publishes_the_failed_attempt_under_its_id(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    names: BrokerNames,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+) -> None:
+    broker = URL(AMQP_URL)
+    proxy = PausableTcpProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = await proxy.start()
+    try:
+        settings = make_settings(
+            **names.gateway_overrides(),
+            publish_deadline=DEADLINE,
+            retry_after=RETRY_AFTER,
+            amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
+        )
+        app = create_app(settings)
+        # Wrapped, not replaced: the real publisher still opens and closes the link (its
+        # cleanup_ctx). The ids of failed attempts are seen nowhere else: a 503 carries none.
+        recorder = RecordingPublisher(app[PUBLISHER])
+        app[PUBLISHER] = recorder
+        client: Client = await aiohttp_client(app)
+        await wait_readiness(client, 200, within=15)
+        await login(client)
+        channel = await amqp.channel()
+        probe = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)
+        await probe.bind(names.exchange, routing_key="#")
+        key = uuid.uuid4().hex
+
+        proxy.pause()
+        failed = await timed_sync(client, idempotency_key=key)
+        assert_bounded_503(failed)
+        [attempted] = recorder.attempted
+
+        proxy.resume()
+        resumed = time.monotonic()
+        while (retry := await timed_sync(client, idempotency_key=key)).status != 202:
+            assert_bounded_503(retry)
+            assert time.monotonic() - resumed < 30, "the link never recovered"
+        delivered = [await probe.get(timeout=5)]
+        while (message := await probe.get(fail=False)) is not None:
+            delivered.append(message)
+        replay = await timed_sync(client, idempotency_key=key)
+    finally:
+        await proxy.close()
+
+    delivered_ids = [message.message_id for message in delivered]
+    print(
+        f"\none key: {len(recorder.attempted)} publishes of one event,"
+        f" {len(delivered)} copies delivered, ids {set(delivered_ids)}"
+    )
+    assert retry.event_id == attempted
+    assert not retry.replayed  # this request did the publish that was confirmed
+    assert set(recorder.attempted) == {attempted}
+    # The link was only paused, so the attempt answered 503 reached the broker too, once it
+    # resumed: the case the same id is for. Every copy carries the one id consumers dedupe on.
+    assert len(delivered) == len(recorder.attempted) >= 2
+    assert delivered_ids == [attempted] * len(delivered)
+    assert (replay.status, replay.event_id, replay.replayed) == (202, attempted, True)
 
 
 async def wait_for_memory_alarm(*, within: float) -> None:
