@@ -316,7 +316,8 @@ async def test_the_retry_after_a_503_publishes_the_failed_attempt_under_its_id(
     assert set(recorder.attempted) == {attempted}
     # The link was only paused, so the attempt answered 503 reached the broker too, once it
     # resumed: the case the same id is for. Every copy carries the one id consumers dedupe on.
-    assert len(delivered) == len(recorder.attempted) >= 2
+    # (A retry that itself answered 503 after the resume may or may not have been sent.)
+    assert 2 <= len(delivered) <= len(recorder.attempted)
     assert delivered_ids == [attempted] * len(delivered)
     assert (replay.status, replay.event_id, replay.replayed) == (202, attempted, True)
 
