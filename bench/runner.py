@@ -115,6 +115,10 @@ async def _run(
     say(f"[bench] load from {loadgen}; {plan.rounds} round(s) of {plan.duration:g}s per point")
 
     rows: list[Row] = []
+    # Progress on every point's line: a full run takes minutes, and the table comes at the end.
+    total_points = plan.rounds * len(plan.concurrencies) * len(systems)
+    done_points = 0
+    started = time.monotonic()
     for round_no in range(plan.rounds):
         # Rotate the order each round, so drift and warm-up hit every system alike.
         order = systems[round_no % len(systems) :] + systems[: round_no % len(systems)]
@@ -130,8 +134,11 @@ async def _run(
                     broker=broker,
                 )
                 rows.append(row)
+                done_points += 1
+                left = (time.monotonic() - started) / done_points * (total_points - done_points)
                 say(
-                    f"[bench] round {round_no + 1} {system.label} c={concurrency}: "
+                    f"[bench] {done_points}/{total_points} (~{left / 60:.0f} min left) "
+                    f"round {round_no + 1} {system.label} c={concurrency}: "
                     f"{row.rate:,.0f} req/s, p99 {row.p99_ms or 0:.1f} ms, {row.failed} failed"
                 )
             c_row, published = await publish_ceiling(
