@@ -113,8 +113,16 @@ async def login(client: TestClient[web.Request, web.Application], email: str = E
 
 
 @pytest.fixture
-def names() -> BrokerNames:
-    return BrokerNames()
+async def names() -> AsyncIterator[BrokerNames]:
+    """Unique broker names for one test; everything named with its prefix is deleted after it,
+    whichever process declared it (a gateway's revocation stream, a consumer's retry queues)."""
+    names = BrokerNames()
+    yield names
+    connection = await aio_pika.connect(AMQP_URL)
+    try:
+        await delete_topology(connection, names)
+    finally:
+        await connection.close()
 
 
 class BrokerNames:
@@ -151,12 +159,11 @@ class BrokerNames:
 
 @pytest.fixture
 async def amqp(names: BrokerNames) -> AsyncIterator[aio_pika.abc.AbstractRobustConnection]:
-    """A test's own connection; deletes every exchange and queue named by `names` afterwards."""
+    """A test's own connection (the `names` fixture deletes the test's topology after it)."""
     connection = await aio_pika.connect_robust(AMQP_URL)
     try:
         yield connection
     finally:
-        await delete_topology(connection, names)
         await connection.close()
 
 
