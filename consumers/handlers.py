@@ -3,7 +3,6 @@ decodes, validates, dispatches and settles."""
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,8 +10,6 @@ from typing import Any
 
 from consumers.run_store import BatchedRunStore, RunWrites
 from schemas.events import ConfluenceAppSync
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

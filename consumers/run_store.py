@@ -157,9 +157,6 @@ class BatchedRunStore:
         """Writes staged while one message is handled, committed together with its mark."""
         return RunWrites(self)
 
-    async def mark_processed(self, event_id: str) -> None:
-        await self.commit([mark_processed_write(event_id)])
-
     async def commit(self, writes: list[Write]) -> None:
         """Commit these writes atomically, in the next batch; return once they are on disk."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -17,7 +17,7 @@ from aiormq.abc import FieldValue
 
 from consumers.errors import NonRetryableError, RetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
-from consumers.run_store import BatchedRunStore
+from consumers.run_store import BatchedRunStore, mark_processed_write
 from consumers.runner import (
     ATTEMPT_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -162,7 +162,7 @@ async def test_a_processed_event_is_a_duplicate_and_the_handler_is_not_called(
     calls = Calls()
     runner, *_ = runner_with(settings, runs, recording(calls))
     event = make_event()
-    await runs.mark_processed(str(event.id))
+    await runs.commit([mark_processed_write(str(event.id))])
 
     decision = await runner.decide(delivery_of(event))
 
@@ -397,6 +397,7 @@ async def test_a_failed_commit_reaches_every_waiting_writer(tmp_path: Path) -> N
     store = BatchedRunStore(tmp_path / "runs.sqlite3")
     store.close()  # every write now fails inside the worker thread
     results = await asyncio.gather(
-        *(store.mark_processed(f"id-{n}") for n in range(5)), return_exceptions=True
+        *(store.commit([mark_processed_write(f"id-{n}")]) for n in range(5)),
+        return_exceptions=True,
     )
     assert all(isinstance(r, sqlite3.ProgrammingError) for r in results)
