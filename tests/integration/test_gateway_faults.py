@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aio_pika
 import pytest
+from aiohttp import web
 from yarl import URL
 
 from consumers.bootstrap import HANDLERS, build_deps
@@ -47,18 +48,34 @@ async def gateway(
     aiohttp_client: AiohttpClient,
     make_settings: Callable[..., GatewaySettings],
     names: BrokerNames,
+    *,
+    prepare: Callable[[web.Application], None] | None = None,
     **overrides: object,
 ) -> Client:
+    """The real app, ready and signed in; `prepare` may change the app before it starts."""
     settings = make_settings(
         **names.gateway_overrides(),
         publish_deadline=DEADLINE,
         retry_after=RETRY_AFTER,
         **overrides,
     )
-    client: Client = await aiohttp_client(create_app(settings))
+    app = create_app(settings)
+    if prepare is not None:
+        prepare(app)
+    client: Client = await aiohttp_client(app)
     await wait_readiness(client, 200, within=15)
     await login(client)
     return client
+
+
+async def bind_probe(
+    amqp: aio_pika.abc.AbstractRobustConnection, names: BrokerNames
+) -> aio_pika.abc.AbstractQueue:
+    """A queue that receives every event the exchange routes, for this test only."""
+    channel = await amqp.channel()
+    probe = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)
+    await probe.bind(names.exchange, routing_key="#")
+    return probe
 
 
 def assert_bounded_503(result: SyncResult) -> None:
@@ -210,9 +227,7 @@ async def test_a_half_open_link_is_503_within_the_deadline_and_recovers(
             names,
             amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
         )
-        channel = await amqp.channel()
-        probe = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)
-        await probe.bind(names.exchange, routing_key="#")
+        probe = await bind_probe(amqp, names)
         before = await timed_sync(client)
         assert before.status == 202
 
@@ -263,6 +278,12 @@ class RecordingPublisher:
         await self._inner.publish(event, correlation_id=correlation_id)
 
 
+def record_publishes(app: web.Application) -> None:
+    # Wrapped, not replaced: the real publisher still opens and closes the link (its
+    # cleanup_ctx). The ids of failed attempts are seen nowhere else: a 503 carries none.
+    app[PUBLISHER] = RecordingPublisher(app[PUBLISHER])
+
+
 async def test_the_retry_after_a_503_publishes_the_failed_attempt_under_its_id(
     aiohttp_client: AiohttpClient,
     make_settings: Callable[..., GatewaySettings],
@@ -273,23 +294,16 @@ async def test_the_retry_after_a_503_publishes_the_failed_attempt_under_its_id(
     proxy = PausableTcpProxy(broker.host or "127.0.0.1", broker.port or 5672)
     port = await proxy.start()
     try:
-        settings = make_settings(
-            **names.gateway_overrides(),
-            publish_deadline=DEADLINE,
-            retry_after=RETRY_AFTER,
+        client = await gateway(
+            aiohttp_client,
+            make_settings,
+            names,
+            prepare=record_publishes,
             amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
         )
-        app = create_app(settings)
-        # Wrapped, not replaced: the real publisher still opens and closes the link (its
-        # cleanup_ctx). The ids of failed attempts are seen nowhere else: a 503 carries none.
-        recorder = RecordingPublisher(app[PUBLISHER])
-        app[PUBLISHER] = recorder
-        client: Client = await aiohttp_client(app)
-        await wait_readiness(client, 200, within=15)
-        await login(client)
-        channel = await amqp.channel()
-        probe = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)
-        await probe.bind(names.exchange, routing_key="#")
+        recorder = client.app[PUBLISHER] if client.app is not None else None
+        assert isinstance(recorder, RecordingPublisher)
+        probe = await bind_probe(amqp, names)
         key = uuid.uuid4().hex
 
         proxy.pause()
