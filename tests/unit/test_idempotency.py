@@ -317,9 +317,21 @@ class FakeBroker:
         return [str(event.id) for event in self.built]
 
 
+def new_cache(
+    clock: FakeClock | None = None, *, max_keys: int = 10, max_attempt_bytes: int = MiB
+) -> IdempotencyCache:
+    """A cache with a 60 s window on a fake clock."""
+    return IdempotencyCache(
+        window=60,
+        max_keys=max_keys,
+        max_attempt_bytes=max_attempt_bytes,
+        clock=clock if clock is not None else FakeClock(),
+    )
+
+
 async def test_a_key_expires_after_the_window() -> None:
     clock = FakeClock()
-    cache = IdempotencyCache(window=60, max_keys=10, max_attempt_bytes=MiB, clock=clock)
+    cache = new_cache(clock)
     broker = FakeBroker()
     first = await broker.run(cache, "k")
     clock.now += 59.9
@@ -332,7 +344,7 @@ async def test_a_key_expires_after_the_window() -> None:
 
 
 async def test_a_failed_attempt_is_built_once_and_published_until_confirmed() -> None:
-    cache = IdempotencyCache(window=60, max_keys=10, max_attempt_bytes=MiB, clock=FakeClock())
+    cache = new_cache()
     broker = FakeBroker()
     broker.fail = True
     await broker.fails(cache, "k")
@@ -348,7 +360,7 @@ async def test_a_failed_attempt_is_built_once_and_published_until_confirmed() ->
 
 async def test_a_failed_attempt_expires_after_the_window_from_its_latest_failure() -> None:
     clock = FakeClock()
-    cache = IdempotencyCache(window=60, max_keys=10, max_attempt_bytes=MiB, clock=clock)
+    cache = new_cache(clock)
     broker = FakeBroker()
     broker.fail = True
     await broker.fails(cache, "k")
@@ -367,7 +379,7 @@ async def test_a_failed_attempt_expires_after_the_window_from_its_latest_failure
 
 async def test_failed_attempts_count_towards_the_bound_and_the_oldest_goes_first() -> None:
     clock = FakeClock()
-    cache = IdempotencyCache(window=60, max_keys=3, max_attempt_bytes=MiB, clock=clock)
+    cache = new_cache(clock, max_keys=3)
     broker = FakeBroker()
     broker.fail = True
     await broker.fails(cache, "a")
@@ -385,9 +397,7 @@ async def test_failed_attempts_have_a_byte_budget_and_the_oldest_attempt_goes_fi
     one_event = len(broker.build().model_dump_json())
     broker.built.clear()
     # Room for two attempts' events, not three; confirmed keys do not count against it.
-    cache = IdempotencyCache(
-        window=60, max_keys=100, max_attempt_bytes=2 * one_event + 10, clock=FakeClock()
-    )
+    cache = new_cache(max_keys=100, max_attempt_bytes=2 * one_event + 10)
     confirmed = await broker.run(cache, "confirmed")
     broker.fail = True
     for key in ("a", "b", "c"):
@@ -405,7 +415,7 @@ async def test_failed_attempts_have_a_byte_budget_and_the_oldest_attempt_goes_fi
 
 async def test_a_confirm_after_a_failure_makes_the_entry_the_newest() -> None:
     clock = FakeClock()
-    cache = IdempotencyCache(window=60, max_keys=2, max_attempt_bytes=MiB, clock=clock)
+    cache = new_cache(clock, max_keys=2)
     broker = FakeBroker()
     broker.fail = True
     await broker.fails(cache, "a")
@@ -421,7 +431,7 @@ async def test_a_confirm_after_a_failure_makes_the_entry_the_newest() -> None:
 
 
 async def test_another_body_is_refused_by_the_cache_and_nothing_is_built() -> None:
-    cache = IdempotencyCache(window=60, max_keys=10, max_attempt_bytes=MiB, clock=FakeClock())
+    cache = new_cache()
     broker = FakeBroker()
     await broker.run(cache, "k", data={"a": 1, "b": [1, 2]})
     assert (await broker.run(cache, "k", data={"b": [1, 2], "a": 1})).replayed
@@ -438,7 +448,7 @@ async def test_another_body_is_refused_by_the_cache_and_nothing_is_built() -> No
 
 async def test_the_cache_is_bounded_and_drops_the_oldest_key() -> None:
     clock = FakeClock()
-    cache = IdempotencyCache(window=60, max_keys=3, max_attempt_bytes=MiB, clock=clock)
+    cache = new_cache(clock, max_keys=3)
     broker = FakeBroker()
     for key in ("a", "b", "c", "d"):
         clock.now += 1
@@ -451,7 +461,7 @@ async def test_the_cache_is_bounded_and_drops_the_oldest_key() -> None:
 
 async def test_expired_keys_are_dropped_when_new_ones_arrive() -> None:
     clock = FakeClock()
-    cache = IdempotencyCache(window=60, max_keys=100, max_attempt_bytes=MiB, clock=clock)
+    cache = new_cache(clock, max_keys=100)
     broker = FakeBroker()
     await broker.run(cache, "a")
     broker.fail = True
@@ -469,7 +479,7 @@ async def test_without_a_key_nothing_is_hashed_or_remembered(
         raise AssertionError("a request without a key was hashed")
 
     monkeypatch.setattr(idempotency, "body_fingerprint", no_hashing)
-    cache = IdempotencyCache(window=60, max_keys=10, max_attempt_bytes=MiB, clock=FakeClock())
+    cache = new_cache()
     broker = FakeBroker()
     outcomes = [await broker.run(cache, None), await broker.run(cache, None)]
     assert outcomes == [Outcome(event_id, replayed=False) for event_id in broker.ids()]
@@ -481,7 +491,7 @@ async def test_without_a_key_nothing_is_hashed_or_remembered(
 
 
 async def test_a_waiter_takes_over_when_the_first_request_is_cancelled() -> None:
-    cache = IdempotencyCache(window=60, max_keys=10, max_attempt_bytes=MiB)
+    cache = new_cache()
     broker = FakeBroker()
     started = asyncio.Event()
 
