@@ -9,6 +9,7 @@ which a client controls.
 
 from __future__ import annotations
 
+import functools
 import logging
 import secrets
 from collections.abc import Callable, Sequence
@@ -31,6 +32,12 @@ log = logging.getLogger(__name__)
 # every request.
 RENEW_AFTER_SECONDS = 60
 
+# Cookies whose decryption is remembered (see RotatingCookieStorage._open). An entry is the
+# cookie and its plaintext, well under 1 KB, so a full cache stays under 10 MB.
+DECRYPTED_COOKIES_CACHED = 10_000
+# As cryptography's Fernet: a token stamped this far in the future is refused.
+_MAX_CLOCK_SKEW = 60
+
 
 def cookie_name(secure: bool) -> str:
     # __Host- binds the cookie to this exact host over https, with Path=/ and no Domain.
@@ -42,6 +49,13 @@ class RotatingCookieStorage(EncryptedCookieStorage):
 
     EncryptedCookieStorage only accepts a single Fernet, so the parent gets the first key and
     this class does its own encrypt and decrypt with a MultiFernet over all of them.
+
+    A client sends the same cookie on every request until it is renewed, so the decryption
+    of recent cookies is remembered (bounded, least recently used out). What it remembers is
+    only what the token says: its plaintext and when it was made. Every request still checks
+    that stamp against the clock, as Fernet's own TTL would, and `require_user` still checks
+    the payload's timeouts and the logged-out list. A cookie that does not decrypt is never
+    remembered, so forged cookies cannot push real ones out.
     """
 
     def __init__(
@@ -68,15 +82,29 @@ class RotatingCookieStorage(EncryptedCookieStorage):
         self._keys = MultiFernet(fernets)
         self._clock = clock
         self._ttl = max_age
+        self._open = functools.lru_cache(maxsize=DECRYPTED_COOKIES_CACHED)(self._open_token)
+
+    def _open_token(self, cookie: str) -> tuple[int, bytes]:
+        """(when the token was made, its plaintext); InvalidToken if no key opens it."""
+        token = cookie.encode()
+        plaintext = self._keys.decrypt_at_time(token, ttl=self._ttl, current_time=self._now())
+        return self._keys.extract_timestamp(token), plaintext
+
+    def _decrypt(self, cookie: str) -> bytes:
+        made_at, plaintext = self._open(cookie)
+        now = self._now()
+        if made_at + self._ttl < now or now + _MAX_CLOCK_SKEW < made_at:
+            raise InvalidToken
+        return plaintext
+
+    def _now(self) -> int:
+        return int(self._clock())
 
     async def load_session(self, request: web.Request) -> Session:
         cookie = self.load_cookie(request)
         if cookie is not None:
             try:
-                plaintext = self._keys.decrypt_at_time(
-                    cookie.encode(), ttl=self._ttl, current_time=int(self._clock())
-                )
-                data = orjson.loads(plaintext)
+                data = orjson.loads(self._decrypt(cookie))
                 if isinstance(data, dict) and isinstance(data.get("session"), dict):
                     return Session(
                         None, data=cast(SessionData, data), new=False, max_age=self.max_age
@@ -94,7 +122,7 @@ class RotatingCookieStorage(EncryptedCookieStorage):
             self.save_cookie(response, "", max_age=session.max_age)
             return
         plaintext = orjson.dumps(self._get_session_data(session))
-        token = self._keys.encrypt_at_time(plaintext, int(self._clock()))
+        token = self._keys.encrypt_at_time(plaintext, self._now())
         self.save_cookie(response, token.decode(), max_age=session.max_age)
 
 

@@ -16,12 +16,13 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, make_mocked_request
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from gateway.app import create_app
 from gateway.errors import BrokerUnavailable
 from gateway.revocation import LocalRevocations
+from gateway.sessions import RotatingCookieStorage
 from gateway.settings import GatewaySettings
 from gateway.users import UserRecord, UsersFile
 from tests.conftest import EMAIL, PASSWORD, AiohttpClient, FakePublisher, login
@@ -149,6 +150,78 @@ async def test_the_absolute_timeout_ends_even_a_busy_session(
     clock.advance(IDLE // 2)
     assert (await client.post("/api/sync", json={})).status == 401
     assert len(fake_publisher.published) == ABSOLUTE // (IDLE // 2)
+
+
+# Remembered decryptions
+
+
+def storage_and_cookie(clock: FakeClock) -> tuple[RotatingCookieStorage, str]:
+    key = Fernet.generate_key().decode()
+    storage = RotatingCookieStorage(
+        [key], clock=clock, max_age=ABSOLUTE, secure=False, samesite="Lax"
+    )
+    payload = {"created": int(clock.now), "session": {"uid": "u", "sid": "s"}}
+    cookie = Fernet(key).encrypt_at_time(orjson.dumps(payload), int(clock.now)).decode()
+    return storage, cookie
+
+
+async def load(storage: RotatingCookieStorage, cookie: str) -> bool:
+    """Whether the cookie opens a session."""
+    request = make_mocked_request("GET", "/", headers={"Cookie": f"{COOKIE}={cookie}"})
+    return not (await storage.load_session(request)).new
+
+
+class CountedDecrypts:
+    """Counts MultiFernet decryptions, the cost the storage remembers."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        decrypt = MultiFernet.decrypt_at_time
+
+        def counted(fernet: MultiFernet, token: bytes | str, ttl: int, current_time: int) -> bytes:
+            self.calls += 1
+            return decrypt(fernet, token, ttl, current_time)
+
+        monkeypatch.setattr(MultiFernet, "decrypt_at_time", counted)
+
+
+async def test_a_remembered_cookie_still_expires_with_its_token(clock: FakeClock) -> None:
+    storage, cookie = storage_and_cookie(clock)
+    assert await load(storage, cookie)
+    clock.advance(ABSOLUTE)
+    assert await load(storage, cookie), "the last second of its lifetime"
+    clock.advance(1)
+    assert not await load(storage, cookie)
+
+
+async def test_a_remembered_cookie_is_refused_if_the_clock_goes_back_before_it(
+    clock: FakeClock,
+) -> None:
+    storage, cookie = storage_and_cookie(clock)
+    assert await load(storage, cookie)
+    clock.advance(-61)  # Fernet's allowance for clock skew is 60 s
+    assert not await load(storage, cookie)
+
+
+async def test_a_cookie_sent_again_is_not_decrypted_again(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decrypts = CountedDecrypts(monkeypatch)
+    storage, cookie = storage_and_cookie(clock)
+    for _ in range(5):
+        assert await load(storage, cookie)
+    assert decrypts.calls == 1
+
+
+async def test_a_cookie_that_does_not_decrypt_is_tried_every_time(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decrypts = CountedDecrypts(monkeypatch)
+    storage, cookie = storage_and_cookie(clock)
+    forged = damaged_cookies(cookie, 1)[0]
+    for _ in range(3):
+        assert not await load(storage, forged)
+    assert decrypts.calls == 3, "a failure is never remembered, so it never evicts a real one"
 
 
 # Fixation
