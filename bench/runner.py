@@ -96,7 +96,8 @@ async def _run(
         system = await start_syncgate(workspace, consumer, workers=workers)
         children.extend(system.servers)
         systems.append(system)
-    credentials = await sign_in(f"http://127.0.0.1:{systems[0].port}", BENCH_EMAIL, BENCH_PASSWORD)
+    login_url = f"http://127.0.0.1:{systems[0].port}"
+    credentials = await sign_in(login_url, BENCH_EMAIL, BENCH_PASSWORD)
     say(f"[bench] signed in; CSRF token {'sent' if credentials.csrf_token else 'not in use'}")
     if plan.soak:
         await soak(systems[0], plan, credentials_url=systems[0].url, credentials=credentials)
@@ -124,6 +125,11 @@ async def _run(
         order = systems[round_no % len(systems) :] + systems[: round_no % len(systems)]
         for concurrency in plan.concurrencies:
             for system in order:
+                # A browser stores the renewed cookie the gateway sends once a minute; wrk
+                # keeps the one it was given, which from then on asks for a renewal (a new
+                # encryption and a Set-Cookie) on every request. A fresh sign-in per point
+                # keeps the cookie as young as a browser's.
+                credentials = await sign_in(login_url, BENCH_EMAIL, BENCH_PASSWORD)
                 row = await measure_http(
                     system,
                     concurrency=concurrency,

@@ -88,6 +88,7 @@ class Workspace:
             "SYNCGATE_UNROUTED_EXCHANGE": self.name("unrouted"),
             "SYNCGATE_QUEUE": self.name("work"),
             "SYNCGATE_DEAD_LETTER_EXCHANGE": self.name("dlx"),
+            "SYNCGATE_REVOCATION_STREAM": self.name("revocations"),
             "SYNCGATE_HOST": "127.0.0.1",
             "SYNCGATE_PORT": str(port),
             "SYNCGATE_USERS_FILE": str(self.users_file),
