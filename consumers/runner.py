@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
@@ -16,6 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessa
 from aiormq.abc import FieldValue
 from pydantic import ValidationError
 
+from consumers.acks import BatchedAcks
 from consumers.errors import NonRetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.metrics import ConsumerMetrics
@@ -73,8 +75,13 @@ class Delivery(Protocol):
     def timestamp(self) -> datetime | None: ...
     @property
     def app_id(self) -> str | None: ...
+    @property
+    def delivery_tag(self) -> int | None: ...
+    @property
+    def channel(self) -> object: ...
 
     async def ack(self, multiple: bool = False) -> None: ...
+    async def reject(self, requeue: bool = False) -> None: ...
 
 
 class Republisher(Protocol):
@@ -127,6 +134,7 @@ class Runner:
         self._handlers = self._metrics.timed(handlers)
         self._deps = deps
         self._registry = registry
+        self._acks = BatchedAcks()
         self._in_flight = 0
         self._handling: dict[str, asyncio.Event] = {}
         self._drained = asyncio.Event()
@@ -178,12 +186,14 @@ class Runner:
         event_token = event_id_var.set(message.message_id)
         correlation_token = correlation_id_var.set(message.correlation_id)
         try:
-            # If settling fails (the broker went away mid-way), process() requeues it.
-            async with message.process(requeue=True, ignore_processed=True):
-                decision = await self.decide(message)
-                await self.settle(message, decision)
+            decision = await self.decide(message)
+            await self.settle(message, decision)
         except Exception:
             log.exception("could not settle the message; the broker will redeliver it")
+            # If settling failed before the ack (a republish was not confirmed), hand it back
+            # now; if the channel is gone, the broker requeues it by itself.
+            with contextlib.suppress(Exception):
+                await self._acks.reject(message, requeue=True)
         finally:
             event_id_var.reset(event_token)
             correlation_id_var.reset(correlation_token)
@@ -273,6 +283,6 @@ class Runner:
                 routing_key=self._settings.queue,
                 mandatory=True,
             )
-        await message.ack()
+        await self._acks.ack(message)
         self._metrics.settled(decision.settlement.value)
         log.info("settled: %s", decision.settlement.value)

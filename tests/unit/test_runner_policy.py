@@ -50,10 +50,16 @@ class FakeDelivery:
     type: str | None = EVENT_NAME
     timestamp: datetime | None = datetime(2026, 1, 1, tzinfo=UTC)
     app_id: str | None = "syncgate-gateway"
+    # Each delivery is the first on a channel of its own, as far as the acks can tell.
+    delivery_tag: int | None = 1
+    channel: object = field(default_factory=object)
     log: list[str] = field(default_factory=list)
 
     async def ack(self, multiple: bool = False) -> None:
         self.log.append("ack")
+
+    async def reject(self, requeue: bool = False) -> None:
+        self.log.append(f"reject(requeue={requeue})")
 
 
 @dataclass
