@@ -64,12 +64,14 @@ class GatewayMetrics:
             ["outcome"],
             registry=self.registry,
         )
-        # Every outcome shows from the start, at 0, so a rate() over it never has a gap.
-        for outcome in PublishOutcome:
-            self.publishes.labels(outcome=outcome.value)
+        # Every outcome shows from the start, at 0, so a rate() over it never has a gap; the
+        # children are looked up once here rather than on every publish.
+        self._publishes_by_outcome = {
+            outcome: self.publishes.labels(outcome=outcome.value) for outcome in PublishOutcome
+        }
 
     def published(self, outcome: PublishOutcome, seconds: float) -> None:
-        self.publishes.labels(outcome=outcome.value).inc()
+        self._publishes_by_outcome[outcome].inc()
         self.publish_duration.observe(seconds)
 
     def exposition(self) -> bytes:
