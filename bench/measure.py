@@ -176,12 +176,21 @@ async def consumer_drain(
 ) -> Row | None:
     """The system's consumer draining a backlog, to compare with D at the same prefetch.
 
-    C fills the system's exchange faster than its consumer acks; once C stops, the consumer
-    works alone through the backlog, and only that part is timed. None if no backlog built up.
+    As D drains what C left, the consumer drains what C publishes into the system's exchange:
+    it is paused (SIGSTOP) while C publishes and resumed when C stops, and only the drain is
+    timed. Left running, it would eat into the backlog while C publishes, and the timed part
+    would be a short tail with its start-up. None if no backlog built up.
     """
     assert system.queue is not None
-    await publish_ceiling(exchange, concurrency=concurrency, duration=duration, broker=None)
-    backlog = (await queue_counts(channel, system.queue))[0]
+    paused = [child.process for child in system.consumers]
+    for process in paused:
+        process.suspend()
+    try:
+        await publish_ceiling(exchange, concurrency=concurrency, duration=duration, broker=None)
+        backlog = (await queue_counts(channel, system.queue))[0]
+    finally:
+        for process in paused:
+            process.resume()
     cpu0, broker_cpu0, started = cpu_of(system.consumers), process_cpu(broker), time.perf_counter()
     left = await wait_drained(channel, system.queue, within=120.0)
     seconds = time.perf_counter() - started
