@@ -115,12 +115,12 @@ class BatchedAcks:
     async def _send(
         self, state: _ChannelAcks, waiting: dict[int, tuple[Settleable, asyncio.Future[None]]]
     ) -> None:
-        floor_before = state.floor
+        tags = sorted(waiting)
         if not state.one_by_one:
-            for tag in sorted(waiting):
+            for tag in tags:
                 state.settle(tag)
-        together = [waiting[tag] for tag in sorted(waiting) if floor_before < tag <= state.floor]
-        alone = [waiting[tag] for tag in sorted(waiting) if not floor_before < tag <= state.floor]
+        together = [waiting[tag] for tag in tags if tag <= state.floor]
+        alone = [waiting[tag] for tag in tags if tag > state.floor]
         if together:
             # Acks the last one and, with it, every outstanding delivery below it: all settled.
             await _ack(together[-1][0], together, multiple=True)
