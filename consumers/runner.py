@@ -17,7 +17,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessa
 from aiormq.abc import FieldValue
 from pydantic import ValidationError
 
-from consumers.acks import BatchedAcks
+from consumers.acks import BatchedAcks, Settleable
 from consumers.errors import NonRetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.metrics import ConsumerMetrics
@@ -52,8 +52,8 @@ class Settlement(enum.Enum):
     """It can never succeed, or attempts ran out: park it in the DLQ with the reason."""
 
 
-class Delivery(Protocol):
-    """What the runner reads from a delivered message, and how it acks it."""
+class Delivery(Settleable, Protocol):
+    """What the runner reads from a delivered message; how it is settled comes from Settleable."""
 
     @property
     def body(self) -> bytes: ...
@@ -75,13 +75,6 @@ class Delivery(Protocol):
     def timestamp(self) -> datetime | None: ...
     @property
     def app_id(self) -> str | None: ...
-    @property
-    def delivery_tag(self) -> int | None: ...
-    @property
-    def channel(self) -> object: ...
-
-    async def ack(self, multiple: bool = False) -> None: ...
-    async def reject(self, requeue: bool = False) -> None: ...
 
 
 class Republisher(Protocol):
