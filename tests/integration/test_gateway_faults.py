@@ -14,7 +14,6 @@ from pathlib import Path
 import aio_pika
 import pytest
 from aiohttp import web
-from yarl import URL
 
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.handlers import Deps, Handler, HandlerDeps
@@ -28,7 +27,7 @@ from schemas.events import ConfluenceAppSync
 from tests.conftest import AMQP_URL, AiohttpClient, BrokerNames, login
 from tests.support.broker import broker_stopped, memory_alarm, rabbitmqctl
 from tests.support.gateway import Client, SyncResult, timed_sync, wait_readiness
-from tests.support.tcp_proxy import PausableTcpProxy
+from tests.support.tcp_proxy import proxy_in_front_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -217,16 +216,8 @@ async def test_a_half_open_link_is_503_within_the_deadline_and_recovers(
     names: BrokerNames,
     amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
-    broker = URL(AMQP_URL)
-    proxy = PausableTcpProxy(broker.host or "127.0.0.1", broker.port or 5672)
-    port = await proxy.start()
-    try:
-        client = await gateway(
-            aiohttp_client,
-            make_settings,
-            names,
-            amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
-        )
+    async with proxy_in_front_of(AMQP_URL) as (proxy, proxied_url):
+        client = await gateway(aiohttp_client, make_settings, names, amqp_url=proxied_url)
         probe = await bind_probe(amqp, names)
         before = await timed_sync(client)
         assert before.status == 202
@@ -248,8 +239,6 @@ async def test_a_half_open_link_is_503_within_the_deadline_and_recovers(
         recovered = time.monotonic() - resumed
         while (message := await probe.get(fail=False)) is not None:
             delivered.append(message)
-    finally:
-        await proxy.close()
 
     delivered_ids = [message.message_id for message in delivered]
     print(
@@ -290,16 +279,9 @@ async def test_the_retry_after_a_503_publishes_the_failed_attempt_under_its_id(
     names: BrokerNames,
     amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
-    broker = URL(AMQP_URL)
-    proxy = PausableTcpProxy(broker.host or "127.0.0.1", broker.port or 5672)
-    port = await proxy.start()
-    try:
+    async with proxy_in_front_of(AMQP_URL) as (proxy, proxied_url):
         client = await gateway(
-            aiohttp_client,
-            make_settings,
-            names,
-            prepare=record_publishes,
-            amqp_url=f"amqp://guest:guest@127.0.0.1:{port}/",
+            aiohttp_client, make_settings, names, prepare=record_publishes, amqp_url=proxied_url
         )
         recorder = client.app[PUBLISHER] if client.app is not None else None
         assert isinstance(recorder, RecordingPublisher)
@@ -320,8 +302,6 @@ async def test_the_retry_after_a_503_publishes_the_failed_attempt_under_its_id(
         while (message := await probe.get(fail=False)) is not None:
             delivered.append(message)
         replay = await timed_sync(client, idempotency_key=key)
-    finally:
-        await proxy.close()
 
     delivered_ids = [message.message_id for message in delivered]
     print(

@@ -25,7 +25,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AMQP_URL, EMAIL, PASSWORD, AiohttpClient, BrokerNames
 from tests.support.gateway import Client, wait_readiness
-from tests.support.tcp_proxy import PausableTcpProxy
+from tests.support.tcp_proxy import proxy_in_front_of
 
 pytestmark = pytest.mark.integration
 
@@ -167,42 +167,41 @@ async def test_known_revocations_hold_while_the_broker_is_unreachable(
     names: BrokerNames,
     amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
-    proxy = PausableTcpProxy("127.0.0.1", 5672)
-    port = await proxy.start()
-    url = f"amqp://guest:guest@127.0.0.1:{port}/"
-    settings = make_settings(**names.gateway_overrides(), amqp_url=url, publish_deadline=1.0)
-    client: Client = await aiohttp_client(create_app(settings))
-    try:
-        await wait_readiness(client, 200, within=10)
-        logins = []
-        for _ in range(2):
+    async with proxy_in_front_of(AMQP_URL) as (proxy, url):
+        settings = make_settings(**names.gateway_overrides(), amqp_url=url, publish_deadline=1.0)
+        client: Client = await aiohttp_client(create_app(settings))
+        try:
+            await wait_readiness(client, 200, within=10)
+            logins = []
+            for _ in range(2):
+                response = await client.post(
+                    "/api/auth/login", json={"email": EMAIL, "password": PASSWORD}
+                )
+                logins.append(
+                    (response.cookies[COOKIE].value, (await response.json())["csrfToken"])
+                )
+            (revoked, revoked_token), (kept, kept_token) = logins
+            client.session.cookie_jar.clear()
             response = await client.post(
-                "/api/auth/login", json={"email": EMAIL, "password": PASSWORD}
-            )
-            logins.append((response.cookies[COOKIE].value, (await response.json())["csrfToken"]))
-        (revoked, revoked_token), (kept, kept_token) = logins
-        client.session.cookie_jar.clear()
-        response = await client.post(
-            "/api/auth/logout",
-            headers={"Cookie": f"{COOKIE}={revoked}", "X-CSRF-Token": revoked_token},
-        )
-        assert response.status == 200
-
-        proxy.pause()  # the broker stops answering; the gateway's link is half-open
-        for cookie, expected_user in ((revoked, None), (kept, "u-ada")):
-            response = await client.get(
-                "/api/auth/session", headers={"Cookie": f"{COOKIE}={cookie}"}
+                "/api/auth/logout",
+                headers={"Cookie": f"{COOKIE}={revoked}", "X-CSRF-Token": revoked_token},
             )
             assert response.status == 200
-            assert (await response.json()).get("user", {}).get("id") == expected_user
-        # A logout that cannot be recorded says so, instead of pretending the cookie is dead.
-        response = await client.post(
-            "/api/auth/logout",
-            headers={"Cookie": f"{COOKIE}={kept}", "X-CSRF-Token": kept_token},
-        )
-        assert response.status == 503
-        assert (await response.json())["error"]["code"] == "broker_unavailable"
-    finally:
-        proxy.resume()
-        await client.close()
-        await proxy.close()
+
+            proxy.pause()  # the broker stops answering; the gateway's link is half-open
+            for cookie, expected_user in ((revoked, None), (kept, "u-ada")):
+                response = await client.get(
+                    "/api/auth/session", headers={"Cookie": f"{COOKIE}={cookie}"}
+                )
+                assert response.status == 200
+                assert (await response.json()).get("user", {}).get("id") == expected_user
+            # A logout that cannot be recorded says so, instead of pretending the cookie is dead.
+            response = await client.post(
+                "/api/auth/logout",
+                headers={"Cookie": f"{COOKIE}={kept}", "X-CSRF-Token": kept_token},
+            )
+            assert response.status == 503
+            assert (await response.json())["error"]["code"] == "broker_unavailable"
+        finally:
+            proxy.resume()
+            await client.close()

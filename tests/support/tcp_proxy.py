@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+
+from yarl import URL
 
 _CHUNK = 64 * 1024
 
@@ -72,3 +75,15 @@ class PausableTcpProxy:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def proxy_in_front_of(amqp_url: str) -> AsyncIterator[tuple[PausableTcpProxy, str]]:
+    """A proxy to this broker, and the same AMQP URL through it; closed on the way out."""
+    broker = URL(amqp_url)
+    proxy = PausableTcpProxy(broker.host or "127.0.0.1", broker.port or 5672)
+    port = await proxy.start()
+    try:
+        yield proxy, str(broker.with_host("127.0.0.1").with_port(port))
+    finally:
+        await proxy.close()
