@@ -11,7 +11,7 @@ import psutil
 from aio_pika.abc import AbstractChannel
 
 from bench.load import Credentials, offer_load
-from bench.procs import cpu_of, process_cpu, rss_of
+from bench.procs import cpu_of, paused, process_cpu, rss_of
 from bench.systems import HttpSystem, queue_counts
 from bench.workspace import AMQP_URL, PYTHON, bench_env
 
@@ -61,16 +61,24 @@ async def measure_http(
     use_wrk: bool,
     channel: AbstractChannel,
     broker: psutil.Process | None,
+    pause_consumers: bool = False,
 ) -> Row:
+    """One point: load for `duration`, then wait until the consumers have drained the queue.
+
+    With `pause_consumers` the consumers are stopped (SIGSTOP) while the load runs and resumed
+    after it, so the gateway is measured without a consumer competing for the same cores; the
+    queue holds the events meanwhile, and the ack rate still counts until all are acked.
+    """
     server_cpu0, consumer_cpu0 = cpu_of(system.servers), cpu_of(system.consumers)
     broker_cpu0, started = process_cpu(broker), time.perf_counter()
-    load = await offer_load(
-        system.url,
-        concurrency=concurrency,
-        duration=duration,
-        credentials=credentials,
-        use_wrk=use_wrk,
-    )
+    with paused(system.consumers if pause_consumers else []):
+        load = await offer_load(
+            system.url,
+            concurrency=concurrency,
+            duration=duration,
+            credentials=credentials,
+            use_wrk=use_wrk,
+        )
     server_cpu = cpu_of(system.servers) - server_cpu0
     rss = rss_of(system.children)
     depth = ack_rate = consumer_cpu = None
@@ -80,7 +88,7 @@ async def measure_http(
         ack_rate = (load.accepted - left) / (time.perf_counter() - started)
         consumer_cpu = cpu_of(system.consumers) - consumer_cpu0
     return Row(
-        system=system.label,
+        system=f"{system.label}, consumer paused" if pause_consumers else system.label,
         concurrency=concurrency,
         rate=load.rate,
         p50_ms=load.p50_ms,
@@ -182,15 +190,9 @@ async def consumer_drain(
     would be a short tail with its start-up. None if no backlog built up.
     """
     assert system.queue is not None
-    paused = [child.process for child in system.consumers]
-    for process in paused:
-        process.suspend()
-    try:
+    with paused(system.consumers):
         await publish_ceiling(exchange, concurrency=concurrency, duration=duration, broker=None)
         backlog = (await queue_counts(channel, system.queue))[0]
-    finally:
-        for process in paused:
-            process.resume()
     cpu0, broker_cpu0, started = cpu_of(system.consumers), process_cpu(broker), time.perf_counter()
     left = await wait_drained(channel, system.queue, within=120.0)
     seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,19 @@ class Child:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+
+
+@contextlib.contextmanager
+def paused(children: Sequence[Child]) -> Iterator[None]:
+    """Stop these processes (SIGSTOP) for the block, and let them go on after it."""
+    processes = [child.process for child in children]
+    for process in processes:
+        process.suspend()
+    try:
+        yield
+    finally:
+        for process in processes:
+            process.resume()
 
 
 def cpu_of(children: Sequence[Child]) -> float:

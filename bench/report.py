@@ -115,6 +115,8 @@ def ratios(rows: Sequence[Row], *, target_c: int) -> list[str]:
     sg, peer = _find(rows, "syncgate", target_c), _find(rows, "peer", target_c)
     ceiling_b = _find(rows, "B session", target_c)
     sg2 = _find(rows, "syncgate x2", target_c)
+    sg_alone = _find(rows, "syncgate, consumer paused", target_c)
+    sg2_alone = _find(rows, "syncgate x2, consumer paused", target_c)
     consumer, ceiling_d = _find(rows, "syncgate consumer"), _find(rows, "D consume")
     out = [f"targets at c={target_c} (medians; ratios only compare figures of this run):"]
     out.append(
@@ -138,7 +140,9 @@ def ratios(rows: Sequence[Row], *, target_c: int) -> list[str]:
     )
     out.append(
         f"  (4) 2 gateway workers ÷ 1, req/s: {_ratio(_of(sg2, 'rate'), _of(sg, 'rate'))}"
-        f" ({_fmt(_of(sg2, 'rate'))} vs {_fmt(_of(sg, 'rate'))})"
+        f" ({_fmt(_of(sg2, 'rate'))} vs {_fmt(_of(sg, 'rate'))}) with the consumer running;"
+        f" {_ratio(_of(sg2_alone, 'rate'), _of(sg_alone, 'rate'))}"
+        f" ({_fmt(_of(sg2_alone, 'rate'))} vs {_fmt(_of(sg_alone, 'rate'))}) with it paused"
     )
     return out
 

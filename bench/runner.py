@@ -116,37 +116,48 @@ async def _run(
     say(f"[bench] load from {loadgen}; {plan.rounds} round(s) of {plan.duration:g}s per point")
 
     rows: list[Row] = []
+    # Target (4) asks whether a second worker helps where the consumer and broker are not
+    # the limit. On a small machine the consumer takes cores from the gateway, so each round
+    # also measures the gateways at the target concurrency with the consumer paused.
+    scaling = systems[: len(plan.workers)] if len(plan.workers) > 1 else []
     # Progress on every point's line: a full run takes minutes, and the table comes at the end.
-    total_points = plan.rounds * len(plan.concurrencies) * len(systems)
+    total_points = plan.rounds * (len(plan.concurrencies) * len(systems) + len(scaling))
     done_points = 0
     started = time.monotonic()
+
+    async def point(
+        round_no: int, system: HttpSystem, concurrency: int, *, pause_consumers: bool
+    ) -> None:
+        nonlocal done_points
+        # A browser stores the renewed cookie the gateway sends once a minute; wrk keeps the
+        # one it was given, which from then on asks for a renewal (a new encryption and a
+        # Set-Cookie) on every request. A fresh sign-in per point keeps the cookie as young
+        # as a browser's.
+        credentials = await sign_in(login_url, BENCH_EMAIL, BENCH_PASSWORD)
+        row = await measure_http(
+            system,
+            concurrency=concurrency,
+            duration=plan.duration,
+            credentials=credentials,
+            use_wrk=plan.use_wrk,
+            channel=channel,
+            broker=broker,
+            pause_consumers=pause_consumers,
+        )
+        rows.append(row)
+        done_points += 1
+        left = (time.monotonic() - started) / done_points * (total_points - done_points)
+        say(
+            f"[bench] {done_points}/{total_points} (~{left / 60:.0f} min left) "
+            f"round {round_no + 1} {row.system} c={concurrency}: "
+            f"{row.rate:,.0f} req/s, p99 {row.p99_ms or 0:.1f} ms, {row.failed} failed"
+        )
+
     for round_no in range(plan.rounds):
         # Rotate the order each round, so drift and warm-up hit every system alike.
-        order = systems[round_no % len(systems) :] + systems[: round_no % len(systems)]
         for concurrency in plan.concurrencies:
-            for system in order:
-                # A browser stores the renewed cookie the gateway sends once a minute; wrk
-                # keeps the one it was given, which from then on asks for a renewal (a new
-                # encryption and a Set-Cookie) on every request. A fresh sign-in per point
-                # keeps the cookie as young as a browser's.
-                credentials = await sign_in(login_url, BENCH_EMAIL, BENCH_PASSWORD)
-                row = await measure_http(
-                    system,
-                    concurrency=concurrency,
-                    duration=plan.duration,
-                    credentials=credentials,
-                    use_wrk=plan.use_wrk,
-                    channel=channel,
-                    broker=broker,
-                )
-                rows.append(row)
-                done_points += 1
-                left = (time.monotonic() - started) / done_points * (total_points - done_points)
-                say(
-                    f"[bench] {done_points}/{total_points} (~{left / 60:.0f} min left) "
-                    f"round {round_no + 1} {system.label} c={concurrency}: "
-                    f"{row.rate:,.0f} req/s, p99 {row.p99_ms or 0:.1f} ms, {row.failed} failed"
-                )
+            for system in rotated(systems, round_no):
+                await point(round_no, system, concurrency, pause_consumers=False)
             c_row, published = await publish_ceiling(
                 ceiling_exchange, concurrency=concurrency, duration=plan.duration, broker=broker
             )
@@ -159,6 +170,8 @@ async def _run(
                     broker=broker,
                 )
             )
+        for system in rotated(scaling, round_no):
+            await point(round_no, system, plan.target_c, pause_consumers=True)
         drain = await consumer_drain(
             systems[0],
             workspace.name("events"),
@@ -171,6 +184,14 @@ async def _run(
         if drain is not None:
             rows.append(drain)
     return rows
+
+
+def rotated(systems: list[HttpSystem], by: int) -> list[HttpSystem]:
+    """The list started `by` places later (and wrapped around); empty stays empty."""
+    if not systems:
+        return []
+    by %= len(systems)
+    return systems[by:] + systems[:by]
 
 
 async def soak(

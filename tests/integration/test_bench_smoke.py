@@ -85,6 +85,18 @@ def test_medians_are_taken_per_system_and_ratios_compare_them() -> None:
     assert "4.00x (200 vs 50/s)" in ratios(list(medians.values()), target_c=64)[1]
 
 
+def test_scaling_is_reported_with_the_consumer_running_and_paused() -> None:
+    rows = [
+        _row("syncgate", 100, 1),
+        _row("syncgate x2", 110, 1),
+        _row("syncgate, consumer paused", 150, 1),
+        _row("syncgate x2, consumer paused", 180, 1),
+    ]
+    scaling = ratios(rows, target_c=64)[4]
+    assert "1.10x (110 vs 100) with the consumer running" in scaling
+    assert "1.20x (180 vs 150) with it paused" in scaling
+
+
 def test_soak_verdict_tells_growth_from_a_plateau() -> None:
     assert settled_verdict([80, 90, 95, 95.5, 95.6, 95.4]).startswith("settled")
     assert settled_verdict([80, 90, 100, 110, 120, 130]).startswith("NOT settled")
