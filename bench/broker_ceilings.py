@@ -17,12 +17,12 @@ import json
 import resource
 import statistics
 import time
-import uuid
 
 import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 
 from bench.events import sample_event_body
+from schemas.events import new_event_id
 
 ROUTING_KEY = "confluence.app.sync"
 
@@ -52,8 +52,9 @@ async def publish(
 
         async def keep_one_in_flight() -> None:
             while loop.time() < stop_at:
-                message_id = str(uuid.uuid4())
-                # A fresh id per message, so a consumer's dedupe never short-cuts the work.
+                # A fresh id per message, so a consumer's dedupe never short-cuts the work; made
+                # as the gateway makes them.
+                message_id = str(new_event_id())
                 message = aio_pika.Message(
                     template.replace(template_id, message_id.encode()),
                     content_type="application/json",

@@ -6,6 +6,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
+import uuid_utils.compat
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, JsonValue
 
 # Bounds keep events (and the session user they carry) small and predictable.
@@ -55,7 +56,12 @@ class ConfluenceAppSync(_Contract):
         json_schema_extra={"$id": "confluence.app.sync.v1.schema.json"},
     )
 
-    id: uuid.UUID = Field(description="Event id, made by the gateway; consumers dedupe on it.")
+    id: uuid.UUID = Field(
+        description=(
+            "Event id, made by the gateway; consumers dedupe on it. A UUIDv7 (RFC 9562): "
+            "ids sort in the order the gateway made them."
+        )
+    )
     name: Literal["confluence/app.sync"]
     v: Literal["1"]
     ts: int = Field(ge=0, description="When the gateway accepted the request, ms since the epoch.")
@@ -68,7 +74,7 @@ class ConfluenceAppSync(_Contract):
         cls, *, user: EventUser, app_settings: AppSettings, data: Any = None
     ) -> ConfluenceAppSync:
         return cls(
-            id=uuid.uuid4(),
+            id=new_event_id(),
             name="confluence/app.sync",
             v="1",
             ts=time.time_ns() // 1_000_000,
@@ -76,3 +82,13 @@ class ConfluenceAppSync(_Contract):
             appSettings=app_settings,
             data=data,
         )
+
+
+def new_event_id() -> uuid.UUID:
+    """A UUIDv7: time-ordered, so a consumer's index on event ids grows at one end.
+
+    Random (v4) keys land all over a B-tree: each insert touches another page, and every
+    commit writes many. A consumer's dedupe table keyed by v7 ids costs about 40% less CPU
+    per message (measured with SQLite, README "Benchmarks").
+    """
+    return uuid_utils.compat.uuid7()

@@ -28,9 +28,17 @@ def test_new_event_carries_the_seed_fields() -> None:
     assert set(dumped) == {"id", "name", "v", "ts", "user", "appSettings", "data"}
     assert dumped["name"] == "confluence/app.sync"
     assert dumped["v"] == "1"
-    assert uuid.UUID(dumped["id"]).version == 4
+    assert uuid.UUID(dumped["id"]).version == 7
     assert dumped["ts"] > 1_700_000_000_000  # milliseconds, not seconds
     assert dumped["user"] == {"id": "u-1", "email": "ada@example.com", "name": "Ada"}
+
+
+def test_event_ids_sort_in_the_order_they_were_made() -> None:
+    # Consumers store ids as text; thousands are made within one millisecond here, so this
+    # also checks the order within a millisecond, not just the timestamp in front.
+    ids = [str(ConfluenceAppSync.new(user=USER, app_settings=SETTINGS).id) for _ in range(5000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
 
 
 def test_event_is_frozen_and_strict() -> None:
