@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -34,6 +36,18 @@ def test_a_line_is_one_json_object_with_time_level_logger_message_and_request_id
     assert inside["message"] == "hello world"
     assert inside["request_id"] == "req-1"
     assert "request_id" not in outside, "a context id must not leak past its reset"
+
+
+def test_the_time_is_rfc_3339_in_utc_to_the_millisecond() -> None:
+    before = datetime.now(UTC)
+    with json_log_lines() as lines:
+        log.info("now")
+    after = datetime.now(UTC)
+
+    (record,) = lines.records()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
+    moment = datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
+    assert before - timedelta(milliseconds=1) <= moment <= after
 
 
 def test_a_consumers_lines_carry_the_event_and_correlation_ids() -> None:
