@@ -16,4 +16,7 @@ HANDLERS: dict[str, Handler] = {
 
 
 def build_deps(settings: ConsumerSettings) -> Deps:
-    return Deps(runs=BatchedRunStore(settings.run_store))
+    store = BatchedRunStore(
+        settings.run_store, commit_delay=settings.commit_delay, full_at=settings.prefetch
+    )
+    return Deps(runs=store)

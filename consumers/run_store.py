@@ -7,6 +7,12 @@ transaction. Every commit still waits for its fsync before any of its callers is
 so a message is acked only after its record is on disk; batching just shares one fsync among
 everything that arrived while the previous one ran.
 
+Before each commit the store waits up to `commit_delay` for more writers to join (a group
+commit's linger, as PostgreSQL's commit_delay), but never once `full_at` writers wait: with
+the consumer's prefetch as `full_at`, every delivery the broker may send is then waiting on
+this commit, and no more can arrive until it is acked. Events that arrive one by one then
+share commits (and acks) with the next few, for at most that much more latency before the ack.
+
 A batch's statements run on the event loop and only its COMMIT (the fsync) on a worker
 thread. Running every statement on the thread was far slower under load: each one hands the
 GIL back and forth with a busy loop, and each hand-over waits up to the interpreter's switch
@@ -18,6 +24,7 @@ under a millisecond here).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -164,10 +171,20 @@ class RunStore:
 class BatchedRunStore:
     """The consumer's run store: reads on the loop, writes group-committed off it."""
 
-    def __init__(self, path: Path, *, max_batch: int = 1024) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_batch: int = 1024,
+        commit_delay: float = 0.0,
+        full_at: int | None = None,
+    ) -> None:
         self._writer = RunStore(path)  # one batch at a time, by `_flush` alone
         self._reader = RunStore(path)
         self._max_batch = max_batch
+        self._commit_delay = commit_delay
+        self._full_at = min(full_at or max_batch, max_batch)
+        self._batch_full = asyncio.Event()
         self._pending: list[tuple[list[Write], asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.commits = 0
@@ -184,14 +201,15 @@ class BatchedRunStore:
         """Commit these writes atomically, in the next batch; return once they are on disk."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((writes, done))
+        if len(self._pending) >= self._full_at:
+            self._batch_full.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="syncgate-run-store-flush")
         await done
 
     async def _flush(self) -> None:
         while self._pending:
-            # One turn of the loop lets the other deliveries read in the same turn join in.
-            await asyncio.sleep(0)
+            await self._let_writers_join()
             batch = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             writes = [write for group, _ in batch for write in group]
@@ -207,6 +225,16 @@ class BatchedRunStore:
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+
+    async def _let_writers_join(self) -> None:
+        # One turn of the loop at least: the deliveries read in the same turn join in.
+        if self._commit_delay <= 0 or len(self._pending) >= self._full_at:
+            await asyncio.sleep(0)
+            return
+        self._batch_full.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._commit_delay):
+                await self._batch_full.wait()
 
     def get(self, event_id: str) -> Run | None:
         return self._reader.get(event_id)

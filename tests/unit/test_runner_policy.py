@@ -407,3 +407,47 @@ async def test_a_failed_commit_reaches_every_waiting_writer(tmp_path: Path) -> N
         return_exceptions=True,
     )
     assert all(isinstance(r, sqlite3.ProgrammingError) for r in results)
+
+
+async def _arriving_one_by_one(store: BatchedRunStore, count: int) -> None:
+    """Writers that arrive a little apart, as deliveries do when events trickle in."""
+
+    async def write(n: int) -> None:
+        await asyncio.sleep(0.002 * n)
+        await store.commit([mark_processed_write(f"id-{n}")])
+
+    await asyncio.gather(*(write(n) for n in range(count)))
+
+
+async def test_writers_arriving_within_the_commit_delay_share_one_commit(
+    tmp_path: Path,
+) -> None:
+    # A delay far longer than the test: only a full batch can end the wait early.
+    store = BatchedRunStore(tmp_path / "runs.sqlite3", commit_delay=30.0, full_at=10)
+    try:
+        await asyncio.wait_for(_arriving_one_by_one(store, 10), timeout=10.0)
+        assert store.commits == 1
+        assert all(store.is_processed(f"id-{n}") for n in range(10))
+    finally:
+        store.close()
+
+
+async def test_without_a_commit_delay_writers_arriving_apart_commit_apart(
+    tmp_path: Path,
+) -> None:
+    store = BatchedRunStore(tmp_path / "runs.sqlite3", commit_delay=0.0)
+    try:
+        await _arriving_one_by_one(store, 10)
+        assert store.commits > 1
+    finally:
+        store.close()
+
+
+async def test_a_lone_writer_is_committed_once_the_delay_is_up(tmp_path: Path) -> None:
+    store = BatchedRunStore(tmp_path / "runs.sqlite3", commit_delay=0.05, full_at=64)
+    try:
+        await asyncio.wait_for(store.commit([mark_processed_write("alone")]), timeout=10.0)
+        assert store.is_processed("alone")
+        assert store.commits == 1
+    finally:
+        store.close()
