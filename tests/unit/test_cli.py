@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
 from consumers.run_store import RunStore
 from schemas.events import AppSettings, ConfluenceAppSync, EventUser
-from syncgate.cli import cli
+from syncgate.cli import YOUNG_COLLECTION_THRESHOLD, cli, tune_collector
 
 
 def test_keygen_prints_a_usable_fernet_key() -> None:
@@ -75,3 +78,20 @@ def test_gateway_refuses_to_start_without_session_keys(monkeypatch: object) -> N
     result = CliRunner(env={"SYNCGATE_SESSION_KEYS": None}).invoke(cli, ["gateway"])
     assert result.exit_code == 2
     assert "SYNCGATE_SESSION_KEYS" in result.output
+
+
+@pytest.fixture
+def collector_state() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+@pytest.mark.usefixtures("collector_state")
+def test_servers_freeze_start_up_objects_and_collect_young_ones_less_often() -> None:
+    gc.unfreeze()
+    _, middle, old = gc.get_threshold()
+    tune_collector()
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, middle, old)
