@@ -79,7 +79,7 @@ class CookieSession:
         record = self.users.by_id(str(user_id))
         if record is None:
             raise HTTPException(401, "the user no longer exists")
-        return record.public()
+        return record.public
 
 
 @functools.cache

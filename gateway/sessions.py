@@ -201,7 +201,7 @@ async def _check_session(request: web.Request) -> SignedIn:
         raise NotAuthenticated("the user no longer exists")
     if now - seen_at >= RENEW_AFTER_SECONDS:
         session["seen"] = now
-    return SignedIn(user=record.public(), session_id=session_id, issued_at=issued_at)
+    return SignedIn(user=record.public, session_id=session_id, issued_at=issued_at)
 
 
 async def end_session(request: web.Request, signed_in: SignedIn) -> None:

@@ -13,11 +13,13 @@ import json
 import os
 import secrets
 import uuid
+from collections.abc import Mapping
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from gateway.watched_file import WatchedFile
 from schemas.events import DisplayName, Email, EventUser, UserId
@@ -37,7 +39,12 @@ class UserRecord(BaseModel):
     name: DisplayName
     password_hash: str
 
+    @cached_property
     def public(self) -> EventUser:
+        """Who the record is, without its hash: what sessions and events carry.
+
+        Built once per loaded record: the request path asks for it on every request.
+        """
         return EventUser(id=self.id, email=self.email, name=self.name)
 
 
@@ -45,6 +52,21 @@ class UsersFile(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     users: tuple[UserRecord, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_record_per_user(self) -> UsersFile:
+        # An id or an email on two records would make who signed in depend on file order.
+        ids = [u.id for u in self.users]
+        emails = [u.email.lower() for u in self.users]
+        if len(set(ids)) != len(ids):
+            raise ValueError("two users have the same id")
+        if len(set(emails)) != len(emails):
+            raise ValueError("two users have the same email")
+        return self
+
+    @cached_property
+    def by_id(self) -> Mapping[str, UserRecord]:
+        return {u.id: u for u in self.users}
 
 
 def _b64(raw: bytes) -> str:
@@ -85,7 +107,12 @@ def load_users(path: Path) -> UsersFile:
             f"cannot read the users file {path}: {exc}; add a user with `syncgate users add`"
         ) from exc
     except ValidationError as exc:
-        raise UsersFileError(f"the users file {path} is invalid:\n{exc}") from exc
+        # Without the input: it holds password hashes, and this message is logged.
+        problems = "\n".join(
+            f"  {'.'.join(str(part) for part in error['loc']) or 'users'}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        raise UsersFileError(f"the users file {path} is invalid:\n{problems}") from exc
 
 
 class UserStore:
@@ -96,7 +123,8 @@ class UserStore:
         return self._file.current().users
 
     def by_id(self, user_id: str) -> UserRecord | None:
-        return next((u for u in self._users() if u.id == user_id), None)
+        # Every authenticated request asks: a lookup, not a scan of the file.
+        return self._file.current().by_id.get(user_id)
 
     def authenticate(self, email: str, password: str) -> UserRecord | None:
         """Blocking (scrypt is slow on purpose): call it in a thread."""

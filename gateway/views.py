@@ -89,7 +89,7 @@ async def login(request: web.Request) -> web.Response:
         limits.failed(body.email, address)
         raise InvalidCredentials("the email or password is wrong")
     limits.succeeded(body.email)
-    signed_in = await start_session(request, record.public())
+    signed_in = await start_session(request, record.public)
     token = csrf_token(request.app[SETTINGS].fernet_keys, signed_in.session_id)
     return web.json_response({"user": signed_in.user.model_dump(mode="json"), "csrfToken": token})
 

@@ -134,3 +134,34 @@ def test_a_missing_users_file_fails_at_start_up(
 ) -> None:
     with pytest.raises(UsersFileError, match="syncgate users add"):
         create_app(make_settings(users_file=tmp_path / "none.json"), publisher=FakePublisher())
+
+
+@pytest.mark.parametrize(
+    ("second_id", "second_email", "problem"),
+    [("u-ada", "bob@example.com", "same id"), ("u-bob", "ADA@example.com", "same email")],
+)
+def test_a_users_file_naming_a_user_twice_is_refused_without_echoing_hashes(
+    tmp_path: Path, second_id: str, second_email: str, problem: str
+) -> None:
+    path = tmp_path / "users.json"
+    records = [
+        {"id": "u-ada", "email": "ada@example.com", "name": "Ada", "password_hash": "h-one"},
+        {"id": second_id, "email": second_email, "name": "Bob", "password_hash": "h-two"},
+    ]
+    path.write_text(json.dumps({"users": records}))
+    with pytest.raises(UsersFileError, match=problem) as caught:
+        UserStore(path)
+    assert "h-one" not in str(caught.value)
+    assert "h-two" not in str(caught.value)
+
+
+def test_users_are_found_by_id_with_their_public_identity(users_file: Path) -> None:
+    store = UserStore(users_file)
+    record = store.by_id("u-ada")
+    assert record is not None
+    assert record.public.model_dump() == {
+        "id": "u-ada",
+        "email": record.email,
+        "name": record.name,
+    }
+    assert store.by_id("u-nobody") is None
