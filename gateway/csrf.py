@@ -43,6 +43,9 @@ def _token_key(fernet_key: str) -> bytes:
     return hmac.new(base64.urlsafe_b64decode(fernet_key), _LABEL, hashlib.sha256).digest()
 
 
+# A session sends the same token with every request: remember the expected one per session
+# (bounded; a session id and a token are well under 100 bytes each).
+@functools.lru_cache(maxsize=10_000)
 def _sign(fernet_key: str, session_id: str) -> str:
     digest = hmac.new(_token_key(fernet_key), session_id.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
