@@ -8,9 +8,9 @@ through each call.
 from __future__ import annotations
 
 import logging
+import time
 from contextvars import ContextVar
-from datetime import UTC, datetime
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 from pythonjsonlogger.orjson import OrjsonFormatter
 
@@ -37,11 +37,20 @@ class ContextFilter(logging.Filter):
 
 
 class JsonFormatter(OrjsonFormatter):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # (second, its text): lines come many per second, and only the milliseconds change.
+        self._second: tuple[int, str] = (-1, "")
+
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         # RFC 3339 in UTC, which log stores parse as is: "2026-11-23T22:24:31.681Z". The
         # default is local time with no zone, which is ambiguous across hosts.
-        moment = datetime.fromtimestamp(record.created, UTC)
-        return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        seconds = int(record.created)
+        second, text = self._second
+        if second != seconds:
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+            self._second = (seconds, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
 
 class ConsoleFormatter(logging.Formatter):

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -48,6 +49,22 @@ def test_the_time_is_rfc_3339_in_utc_to_the_millisecond() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
     moment = datetime.fromisoformat(record["time"].replace("Z", "+00:00"))
     assert before - timedelta(milliseconds=1) <= moment <= after
+
+
+def test_the_time_follows_each_record_across_second_boundaries() -> None:
+    handler = log_handler("json")
+    stamps = [1_795_000_000.999, 1_795_000_001.0, 1_795_000_001.5, 1_795_000_000.25]
+    times = []
+    for created in stamps:
+        record = log.makeRecord("tests.logs", logging.INFO, __file__, 1, "t", (), None)
+        record.created, record.msecs = created, (created - int(created)) * 1000
+        times.append(orjson.loads(handler.format(record))["time"])
+    assert times == [
+        "2026-11-18T11:06:40.999Z",
+        "2026-11-18T11:06:41.000Z",
+        "2026-11-18T11:06:41.500Z",
+        "2026-11-18T11:06:40.250Z",
+    ]
 
 
 def test_a_consumers_lines_carry_the_event_and_correlation_ids() -> None:
