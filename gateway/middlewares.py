@@ -19,7 +19,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError
 from gateway.keys import REQUEST_ID
-from gateway.responses import ErrorBody, ErrorDetail
+from gateway.responses import ErrorBody, ErrorDetail, json_response
 from syncgate.logs import request_id_var
 
 log = logging.getLogger("syncgate.gateway.http")
@@ -50,7 +50,7 @@ def error_response(
     details: list[Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    return web.json_response(error_body(code, message, details), status=status, headers=headers)
+    return json_response(error_body(code, message, details), status=status, headers=headers)
 
 
 @web.middleware

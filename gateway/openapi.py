@@ -36,6 +36,7 @@ from gateway.responses import (
     RunStatus,
     SessionResponse,
     SyncAccepted,
+    json_response,
 )
 from gateway.sessions import cookie_name
 from gateway.views import LoginRequest, SyncRequest
@@ -402,7 +403,7 @@ def setup_openapi(app: web.Application) -> None:
         # Built once, on first use: by then the router is frozen and every route is in it.
         if not document:
             document.update(build_document(request.app))
-        return web.json_response(document)
+        return json_response(document)
 
     async def docs(request: web.Request) -> web.FileResponse:
         return web.FileResponse(

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.errors import RunStoreUnavailable
 from gateway.keys import SETTINGS
+from gateway.responses import json_response
 from gateway.sessions import require_user
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ async def run_status(request: web.Request) -> web.Response:
         log.warning("could not read the run store %s: %r", store, exc)
         raise RunStoreUnavailable("the run store cannot be read right now; try again") from None
     if run is None or run.user_id != signed_in.user.id:
-        return web.json_response({"id": event_id, "status": "pending"})
-    return web.json_response(
+        return json_response({"id": event_id, "status": "pending"})
+    return json_response(
         {
             "id": event_id,
             "status": "handled",

@@ -22,6 +22,7 @@ from gateway.keys import (
     SETTINGS,
     USERS,
 )
+from gateway.responses import json_response
 from gateway.sessions import end_session, require_user, start_session
 from schemas.events import ConfluenceAppSync
 
@@ -73,9 +74,7 @@ async def sync(request: web.Request) -> web.Response:
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     # "success" stays the string "true": the original clients compare it as a string.
-    return web.json_response(
-        {"success": "true", "id": outcome.event_id}, status=202, headers=headers
-    )
+    return json_response({"success": "true", "id": outcome.event_id}, status=202, headers=headers)
 
 
 @routes.post("/api/auth/login")
@@ -91,14 +90,14 @@ async def login(request: web.Request) -> web.Response:
     limits.succeeded(body.email)
     signed_in = await start_session(request, record.public)
     token = csrf_token(request.app[SETTINGS].fernet_keys, signed_in.session_id)
-    return web.json_response({"user": signed_in.user.model_dump(mode="json"), "csrfToken": token})
+    return json_response({"user": signed_in.user.model_dump(mode="json"), "csrfToken": token})
 
 
 @routes.get("/api/auth/csrf")
 async def csrf(request: web.Request) -> web.Response:
     signed_in = await require_user(request)
     token = csrf_token(request.app[SETTINGS].fernet_keys, signed_in.session_id)
-    return web.json_response({"csrfToken": token})
+    return json_response({"csrfToken": token})
 
 
 @routes.get("/api/auth/session")
@@ -106,8 +105,8 @@ async def session(request: web.Request) -> web.Response:
     try:
         signed_in = await require_user(request)
     except NotAuthenticated:
-        return web.json_response({})
-    return web.json_response({"user": signed_in.user.model_dump(mode="json")})
+        return json_response({})
+    return json_response({"user": signed_in.user.model_dump(mode="json")})
 
 
 @routes.post("/api/auth/logout")
@@ -115,16 +114,16 @@ async def logout(request: web.Request) -> web.Response:
     signed_in = await require_user(request)
     await _body(request, NoBody)  # a body here is a client bug: say so rather than ignore it
     await end_session(request, signed_in)
-    return web.json_response({"success": "true"})
+    return json_response({"success": "true"})
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     if request.app[PUBLISHER].ready and request.app[REVOCATIONS].ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "broker unavailable"}, status=503)
+        return json_response({"status": "ready"})
+    return json_response({"status": "broker unavailable"}, status=503)
