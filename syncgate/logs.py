@@ -12,7 +12,7 @@ import time
 from contextvars import ContextVar
 from typing import Any, Literal, TextIO
 
-from pythonjsonlogger.orjson import OrjsonFormatter
+import orjson
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 event_id_var: ContextVar[str | None] = ContextVar("event_id", default=None)
@@ -36,9 +36,21 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(OrjsonFormatter):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+# What every LogRecord carries by itself; anything else on one came from `extra` or the filter.
+_RECORD_ATTRIBUTES = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger and message, then the record's extras
+    (the context ids among them), and the traceback as `exc_info` when there is one.
+
+    It writes what python-json-logger's OrjsonFormatter wrote for this layout, at half its
+    cost per line (2.4 against 4.9 us for a request line, timeit): the gateway writes one
+    line per request and the consumer one per message.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
         # (second, its text): lines come many per second, and only the milliseconds change.
         self._second: tuple[int, str] = (-1, "")
 
@@ -51,6 +63,31 @@ class JsonFormatter(OrjsonFormatter):
             text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
             self._second = (seconds, text)
         return f"{text}.{int(record.msecs):03d}Z"
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_ATTRIBUTES:
+                line[key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line["exc_info"] = record.exc_text
+        if record.stack_info:
+            line["stack_info"] = self.formatStack(record.stack_info)
+        return orjson.dumps(line, default=_as_text, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def _as_text(value: object) -> str:
+    """What JSON cannot say, passed as an extra (an exception, a path), as text."""
+    if isinstance(value, BaseException):
+        return f"{type(value).__name__}: {value}"
+    return str(value)
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -67,14 +104,7 @@ def log_handler(fmt: LogFormat = "json", stream: TextIO | None = None) -> loggin
     handler = logging.StreamHandler(stream)
     handler.addFilter(ContextFilter())
     if fmt == "json":
-        handler.setFormatter(
-            # orjson: about 4 us less per record than the json module, on every request.
-            JsonFormatter(
-                "{asctime}{levelname}{name}{message}",
-                style="{",
-                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
-            )
-        )
+        handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
             ConsoleFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")

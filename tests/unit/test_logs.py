@@ -7,6 +7,7 @@ import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
 
 import orjson
 from aiohttp import web
@@ -92,6 +93,20 @@ def test_an_explicit_extra_wins_over_the_context() -> None:
             event_id_var.reset(token)
 
     assert lines.records()[0]["event_id"] == "explicit"
+
+
+def test_extras_json_cannot_hold_are_written_as_text() -> None:
+    with json_log_lines() as lines:
+        log.warning(
+            "odd extras",
+            extra={"path": PurePosixPath("/var/x"), "error": ValueError("bad"), "n": {1: "one"}},
+        )
+
+    (record,) = lines.records()
+    assert record["path"] == "/var/x"
+    assert record["error"] == "ValueError: bad"
+    assert record["n"] == {"1": "one"}
+    assert not {"msg", "args", "levelno", "created", "exc_text"} & set(record)
 
 
 def test_an_exception_stays_on_one_line() -> None:
