@@ -95,4 +95,6 @@ def json_response(
     """Every JSON answer of the gateway, encoded by orjson: about 2 us less per response than
     aiohttp's default (the standard library's json). Content-Type is `application/json`: JSON
     is UTF-8 by definition (RFC 8259), so it takes no charset."""
-    return web.json_bytes_response(data, dumps=orjson.dumps, status=status, headers=headers)
+    return web.Response(
+        body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
+    )
