@@ -140,7 +140,9 @@ class AmqpPublisher:
         properties = message_properties(event, correlation_id=correlation_id)
         started = time.perf_counter()
         try:
-            await self._publish_within_deadline(body, properties, routing_key_for(event.name))
+            await self._publish_within_deadline(
+                body, properties, routing_key_for(event.name), started=started
+            )
         except TimeoutError:
             log.warning("publish of %s missed the %.1fs deadline", event.id, self._deadline)
             self._count(PublishOutcome.DEADLINE_MISSED, started)
@@ -169,15 +171,20 @@ class AmqpPublisher:
         self._count(PublishOutcome.CONFIRMED, started)
 
     async def _publish_within_deadline(
-        self, body: bytes, properties: aiormq.spec.Basic.Properties, routing_key: str
+        self,
+        body: bytes,
+        properties: aiormq.spec.Basic.Properties,
+        routing_key: str,
+        *,
+        started: float,
     ) -> None:
-        """Publish and wait for the confirm; TimeoutError once the deadline has passed.
+        """Publish and wait for the confirm; TimeoutError once the deadline, counted from
+        `started` (a perf_counter reading), has passed.
 
         One deadline covers the wait for a (re)connection and the confirm: aio-pika's own
         timeout covers neither the wait for the link nor a reconnect. A blocked connection (a
         memory or disk alarm) never confirms, so it ends here too.
         """
-        started = time.monotonic()
         if self.ready:
             # The usual case: the link is up, so there is nothing to wait for but the write
             # and the confirm, and aiormq's timeout on them (all of them from aiormq 7.2, see
@@ -188,7 +195,7 @@ class AmqpPublisher:
                 return
             except aiormq.exceptions.ChannelInvalidStateError:
                 pass  # closed before the write, so nothing was sent: wait for the link below
-        remaining = self._deadline - (time.monotonic() - started)
+        remaining = self._deadline - (time.perf_counter() - started)
         async with asyncio.timeout(remaining):
             await self._publish_when_up(body, properties, routing_key)
 
