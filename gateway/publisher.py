@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from datetime import UTC, datetime
 from typing import Protocol
 
 import aio_pika
@@ -14,6 +13,7 @@ import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
 from gateway.errors import BrokerUnavailable
+from gateway.message_properties import message_properties
 from gateway.metrics import GatewayMetrics, PublishOutcome
 from schemas.events import ConfluenceAppSync
 from schemas.registry import routing_key_for
@@ -35,23 +35,6 @@ class EventPublisher(Protocol):
     async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
         """Return once the broker confirmed the event; raise BrokerUnavailable otherwise."""
         ...
-
-
-def message_properties(
-    event: ConfluenceAppSync, *, correlation_id: str
-) -> aiormq.spec.Basic.Properties:
-    """The AMQP properties an operator sees in the management UI, and consumers read."""
-    return aiormq.spec.Basic.Properties(
-        content_type="application/json",
-        content_encoding="utf-8",
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT.value,
-        message_id=str(event.id),
-        correlation_id=correlation_id,
-        message_type=event.name,
-        timestamp=datetime.fromtimestamp(event.ts / 1000, tz=UTC),
-        app_id="syncgate-gateway",
-        headers={"v": event.v},
-    )
 
 
 def message_body(event: ConfluenceAppSync) -> bytes:
@@ -134,10 +117,11 @@ class AmqpPublisher:
     async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
         # Every line logged for this request from here on, its request line included, names
         # the event: one grep of the id finds the gateway's line and the consumer's.
-        event_id_var.set(str(event.id))
+        event_id = str(event.id)
+        event_id_var.set(event_id)
         correlation_id_var.set(correlation_id)
         body = message_body(event)
-        properties = message_properties(event, correlation_id=correlation_id)
+        properties = message_properties(event, correlation_id=correlation_id, event_id=event_id)
         started = time.perf_counter()
         try:
             await self._publish_within_deadline(

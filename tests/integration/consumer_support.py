@@ -18,7 +18,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from consumers.handlers import Deps, Handler
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
-from gateway.publisher import message_body, message_properties
+from gateway.message_properties import message_properties
+from gateway.publisher import message_body
 from schemas.events import AppSettings, ConfluenceAppSync, EventUser
 from schemas.registry import routing_key_for
 from tests.conftest import AMQP_URL

@@ -1,0 +1,80 @@
+"""EventProperties encodes itself exactly as pamqp encodes the same Basic.Properties."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pamqp.commands import Basic
+from pamqp.header import ContentHeader
+
+from gateway.message_properties import EventProperties, message_properties
+from schemas.events import AppSettings, ConfluenceAppSync, EventUser
+
+USER = EventUser(id="u-1", email="ada@example.com", name="Ada")
+APP_SETTINGS = AppSettings(baseUrl="https://example.atlassian.net/wiki", spaceKeys=("ENG",))
+
+
+def an_event(*, ts: int, event_id: uuid.UUID) -> ConfluenceAppSync:
+    event = ConfluenceAppSync.new(user=USER, app_settings=APP_SETTINGS)
+    return event.model_copy(update={"ts": ts, "id": event_id})
+
+
+def generic(properties: Basic.Properties) -> Basic.Properties:
+    """The same values in pamqp's own class, which encodes them generically."""
+    return Basic.Properties(
+        **{name: getattr(properties, name) for name in Basic.Properties.__slots__}
+    )
+
+
+# Up to 255 bytes once encoded: request ids a client offers are ASCII; ours are hex.
+correlation_ids = st.text(min_size=1, max_size=63)
+timestamps = st.integers(min_value=0, max_value=253_402_300_799_999)  # up to the year 9999
+# pamqp reads a timestamp past 2106 (2**32 s) as milliseconds: a guess on its side of the wire.
+readable_timestamps = st.integers(min_value=0, max_value=0xFFFFFFFF * 1000 + 999)
+
+
+@given(ts=timestamps, event_id=st.uuids(), correlation_id=correlation_ids)
+def test_the_bytes_are_pamqps(ts: int, event_id: uuid.UUID, correlation_id: str) -> None:
+    event = an_event(ts=ts, event_id=event_id)
+    properties = message_properties(event, correlation_id=correlation_id, event_id=str(event_id))
+
+    assert isinstance(properties, EventProperties)
+    assert properties.marshal() == generic(properties).marshal()
+
+
+@given(ts=readable_timestamps, event_id=st.uuids(), correlation_id=correlation_ids)
+def test_the_broker_reads_back_what_was_set(
+    ts: int, event_id: uuid.UUID, correlation_id: str
+) -> None:
+    event = an_event(ts=ts, event_id=event_id)
+    sent = message_properties(event, correlation_id=correlation_id)
+    frame = ContentHeader(properties=sent, body_size=10).marshal()
+
+    received = ContentHeader()
+    received.unmarshal(frame)
+
+    read = received.properties
+    assert (read.message_id, read.correlation_id) == (str(event_id), correlation_id)
+    assert (read.message_type, read.headers, read.delivery_mode) == (event.name, {"v": "1"}, 2)
+    assert (read.content_type, read.content_encoding) == ("application/json", "utf-8")
+    assert read.app_id == "syncgate-gateway"
+    assert read.timestamp is not None
+    assert int(read.timestamp.timestamp()) == ts // 1000
+
+
+def test_a_correlation_id_too_long_for_amqp_is_refused_when_made() -> None:
+    event = an_event(ts=1_700_000_000_123, event_id=uuid.uuid4())
+
+    with pytest.raises(ValueError, match="255 bytes"):
+        message_properties(event, correlation_id="é" * 128)
+
+
+def test_an_empty_correlation_id_is_refused() -> None:
+    # pamqp would leave an empty property out, which these bytes never do.
+    event = an_event(ts=1_700_000_000_123, event_id=uuid.uuid4())
+
+    with pytest.raises(ValueError, match="empty"):
+        message_properties(event, correlation_id="")
