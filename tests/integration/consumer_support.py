@@ -20,7 +20,7 @@ from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 from gateway.message_properties import message_properties
 from gateway.publisher import message_body
-from schemas.events import AppSettings, ConfluenceAppSync, EventUser
+from schemas.events import ConfluenceAppSync
 from schemas.registry import routing_key_for
 from tests.conftest import AMQP_URL
 from tests.support.broker import broker_stopped, rabbitmqctl
@@ -28,16 +28,6 @@ from tests.support.broker import broker_stopped, rabbitmqctl
 EVENT_NAME = "confluence/app.sync"
 ROUTING_KEY = routing_key_for(EVENT_NAME)
 BIN = Path(sys.executable).parent
-
-
-def make_event(data: object = None) -> ConfluenceAppSync:
-    return ConfluenceAppSync.new(
-        user=EventUser(id="u-ada", email="ada@example.com", name="Ada"),
-        app_settings=AppSettings.model_validate(
-            {"baseUrl": "https://example.atlassian.net/wiki", "spaceKeys": ["ENG"]}
-        ),
-        data=data,
-    )
 
 
 async def publish_event(

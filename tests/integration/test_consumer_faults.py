@@ -17,7 +17,6 @@ from tests.conftest import BrokerNames
 from tests.integration.consumer_support import (
     connect_when_up,
     depth,
-    make_event,
     processed_ids,
     publish_events,
     recorded_ids,
@@ -27,6 +26,7 @@ from tests.integration.consumer_support import (
     wait_for_depth,
     wait_until,
 )
+from tests.support.events import sync_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
@@ -37,7 +37,7 @@ async def test_confirmed_persistent_events_survive_a_broker_restart(
     settings = names.consumer_settings(tmp_path)
     channel = await amqp.channel()
     await declare_consumer_topology(channel, settings)
-    await publish_events(amqp, names.exchange, [make_event(i) for i in range(500)])
+    await publish_events(amqp, names.exchange, [sync_event(i) for i in range(500)])
     await wait_for_depth(channel, settings.queue, 500)
 
     await restart_broker()
@@ -59,7 +59,7 @@ async def test_a_consumer_killed_mid_batch_records_every_event_exactly_once(
     settings = names.consumer_settings(tmp_path)
     channel = await amqp.channel()
     await declare_consumer_topology(channel, settings)
-    events = [make_event(i) for i in range(1500)]
+    events = [sync_event(i) for i in range(1500)]
     await publish_events(amqp, names.exchange, events)
     log = tmp_path / "consumer.log"
 
@@ -102,7 +102,7 @@ async def test_sigterm_mid_load_exits_0_and_loses_nothing(
     settings = names.consumer_settings(tmp_path)
     channel = await amqp.channel()
     await declare_consumer_topology(channel, settings)
-    events = [make_event(i) for i in range(1500)]
+    events = [sync_event(i) for i in range(1500)]
     await publish_events(amqp, names.exchange, events)
 
     consumer = await start_consumer(settings, tmp_path / "consumer.log")
@@ -135,14 +135,14 @@ async def test_the_consumer_resumes_after_a_broker_restart(
     deps = build_deps(settings)
     try:
         async with running(settings, HANDLERS, deps):
-            before = make_event("before")
+            before = sync_event("before")
             await publish_events(amqp, names.exchange, [before])
             await wait_until(lambda: deps.runs.get(str(before.id)) is not None, "before")
 
             await restart_broker()
             restarted = time.monotonic()
 
-            after = make_event("after")
+            after = sync_event("after")
             connection = await connect_when_up()
             async with connection:
                 # The exchange may not be re-declared yet by a robust peer; the consumer's

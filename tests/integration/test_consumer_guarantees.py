@@ -22,7 +22,6 @@ from tests.integration.consumer_support import (
     EVENT_NAME,
     ROUTING_KEY,
     depth,
-    make_event,
     publish_events,
     publish_raw,
     running,
@@ -30,6 +29,7 @@ from tests.integration.consumer_support import (
     wait_for_depth,
     wait_until,
 )
+from tests.support.events import sync_event
 
 pytestmark = pytest.mark.integration
 
@@ -38,7 +38,7 @@ async def test_a_poison_event_is_retried_with_growing_delays_then_dead_lettered_
     names: BrokerNames, amqp: aio_pika.abc.AbstractRobustConnection, tmp_path: Path
 ) -> None:
     settings = names.consumer_settings(tmp_path, max_attempts=4, retry_base_delay=0.5)
-    poison = make_event({"poison": True})
+    poison = sync_event({"poison": True})
     attempts: list[float] = []
 
     async def handle(event: ConfluenceAppSync, deps: HandlerDeps) -> None:
@@ -53,7 +53,7 @@ async def test_a_poison_event_is_retried_with_growing_delays_then_dead_lettered_
         async with running(settings, {EVENT_NAME: handle}, deps):
             await publish_events(amqp, names.exchange, [poison])
             await wait_until(lambda: len(attempts) >= 1, "the first attempt")
-            others = [make_event(i) for i in range(20)]
+            others = [sync_event(i) for i in range(20)]
             await publish_events(amqp, names.exchange, others)
             await wait_until(lambda: deps.runs.count() == len(others), "the other events")
             # The others were handled while the poison event waited in a retry queue.
@@ -142,7 +142,7 @@ async def test_a_non_retryable_error_is_dead_lettered_after_one_attempt(
 
     deps = build_deps(settings)
     channel = await amqp.channel()
-    event = make_event()
+    event = sync_event()
     try:
         async with running(settings, {EVENT_NAME: handle}, deps):
             await publish_events(amqp, names.exchange, [event])
@@ -166,7 +166,7 @@ async def test_an_event_nobody_binds_lands_in_the_unrouted_queue(
     exchange = await declare_events_exchange(
         channel, names.consumer_settings(Path("unused")).topology
     )
-    event = make_event()
+    event = sync_event()
     message = aio_pika.Message(
         body=event.model_dump_json().encode(),
         message_id=str(event.id),
@@ -197,7 +197,7 @@ async def test_dlq_list_shows_without_removing_and_replay_brings_events_back(
 
     deps = build_deps(settings)
     channel = await amqp.channel()
-    events = [make_event(i) for i in range(3)]
+    events = [sync_event(i) for i in range(3)]
     try:
         async with running(settings, {EVENT_NAME: handle}, deps):
             for n, event in enumerate(events, start=1):  # one by one: the DLQ's order is known

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
 from consumers.run_store import RunStore
-from schemas.events import AppSettings, ConfluenceAppSync, EventUser
 from syncgate.cli import YOUNG_COLLECTION_THRESHOLD, cli, tune_collector
+from tests.support.events import sync_event
 
 
 def test_keygen_prints_a_usable_fernet_key() -> None:
@@ -60,11 +60,7 @@ def test_schemas_check_passes_on_the_committed_files() -> None:
 def test_runs_lists_recorded_runs(tmp_path: Path) -> None:
     store_path = tmp_path / "runs.sqlite3"
     store = RunStore(store_path)
-    event = ConfluenceAppSync.new(
-        user=EventUser(id="u-1", email="ada@example.com", name="Ada"),
-        app_settings=AppSettings(baseUrl="https://x.example", spaceKeys=("ENG",)),
-        data="data",
-    )
+    event = sync_event("data")
     assert store.record_sync(event, received_at=1)
     assert not store.record_sync(event, received_at=2), "a redelivery is not recorded twice"
     store.close()

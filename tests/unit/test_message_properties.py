@@ -11,15 +11,7 @@ from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
 from gateway.message_properties import EventProperties, message_properties
-from schemas.events import AppSettings, ConfluenceAppSync, EventUser
-
-USER = EventUser(id="u-1", email="ada@example.com", name="Ada")
-APP_SETTINGS = AppSettings(baseUrl="https://example.atlassian.net/wiki", spaceKeys=("ENG",))
-
-
-def an_event(*, ts: int, event_id: uuid.UUID) -> ConfluenceAppSync:
-    event = ConfluenceAppSync.new(user=USER, app_settings=APP_SETTINGS)
-    return event.model_copy(update={"ts": ts, "id": event_id})
+from tests.support.events import sync_event
 
 
 def generic(properties: Basic.Properties) -> Basic.Properties:
@@ -38,7 +30,7 @@ readable_timestamps = st.integers(min_value=0, max_value=0xFFFFFFFF * 1000 + 999
 
 @given(ts=timestamps, event_id=st.uuids(), correlation_id=correlation_ids)
 def test_the_bytes_are_pamqps(ts: int, event_id: uuid.UUID, correlation_id: str) -> None:
-    event = an_event(ts=ts, event_id=event_id)
+    event = sync_event(ts=ts, id=event_id)
     properties = message_properties(event, correlation_id=correlation_id, event_id=str(event_id))
 
     assert isinstance(properties, EventProperties)
@@ -49,7 +41,7 @@ def test_the_bytes_are_pamqps(ts: int, event_id: uuid.UUID, correlation_id: str)
 def test_the_broker_reads_back_what_was_set(
     ts: int, event_id: uuid.UUID, correlation_id: str
 ) -> None:
-    event = an_event(ts=ts, event_id=event_id)
+    event = sync_event(ts=ts, id=event_id)
     sent = message_properties(event, correlation_id=correlation_id)
     frame = ContentHeader(properties=sent, body_size=10).marshal()
 
@@ -66,7 +58,7 @@ def test_the_broker_reads_back_what_was_set(
 
 
 def test_a_correlation_id_too_long_for_amqp_is_refused_when_made() -> None:
-    event = an_event(ts=1_700_000_000_123, event_id=uuid.uuid4())
+    event = sync_event(ts=1_700_000_000_123, id=uuid.uuid4())
 
     with pytest.raises(ValueError, match="255 bytes"):
         message_properties(event, correlation_id="é" * 128)
@@ -74,7 +66,7 @@ def test_a_correlation_id_too_long_for_amqp_is_refused_when_made() -> None:
 
 def test_an_empty_correlation_id_is_refused() -> None:
     # pamqp would leave an empty property out, which these bytes never do.
-    event = an_event(ts=1_700_000_000_123, event_id=uuid.uuid4())
+    event = sync_event(ts=1_700_000_000_123, id=uuid.uuid4())
 
     with pytest.raises(ValueError, match="empty"):
         message_properties(event, correlation_id="")

@@ -17,8 +17,8 @@ import pytest
 from gateway.errors import BrokerUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import AmqpPublisher
-from schemas.events import AppSettings, ConfluenceAppSync, EventUser
 from syncgate.topology import EventsTopology
+from tests.support.events import sync_event
 
 DEADLINE = 5.0
 
@@ -70,21 +70,12 @@ def publisher_over(channel: FakeRobustChannel, *, link_up: bool, deadline: float
     return publisher
 
 
-def an_event() -> ConfluenceAppSync:
-    return ConfluenceAppSync.new(
-        user=EventUser(id="u-1", email="a@example.com", name="A"),
-        app_settings=AppSettings.model_validate(
-            {"baseUrl": "https://example.com", "spaceKeys": ["ENG"]}
-        ),
-    )
-
-
 async def test_with_the_link_up_one_publish_carries_the_deadline_as_aiormqs_timeout() -> None:
     underlay = FakeUnderlayChannel()
     publisher = publisher_over(FakeRobustChannel(underlay), link_up=True, deadline=DEADLINE)
     assert publisher.ready
 
-    await publisher.publish(an_event(), correlation_id="c-1")
+    await publisher.publish(sync_event(), correlation_id="c-1")
 
     assert underlay.timeouts == [DEADLINE]
 
@@ -93,7 +84,7 @@ async def test_a_channel_closed_before_the_write_waits_for_the_link_and_publishe
     underlay = FakeUnderlayChannel(closed_writes=1)
     publisher = publisher_over(FakeRobustChannel(underlay), link_up=True, deadline=DEADLINE)
 
-    await publisher.publish(an_event(), correlation_id="c-1")
+    await publisher.publish(sync_event(), correlation_id="c-1")
 
     # The first try wrote nothing; the second, under the outer deadline, is the one publish.
     assert underlay.timeouts == [DEADLINE, None]
@@ -105,7 +96,7 @@ async def test_with_the_link_down_the_deadline_ends_in_503_and_nothing_is_writte
     assert not publisher.ready
 
     with pytest.raises(BrokerUnavailable) as raised:
-        await publisher.publish(an_event(), correlation_id="c-1")
+        await publisher.publish(sync_event(), correlation_id="c-1")
 
     assert raised.value.status == 503
     assert underlay.timeouts == []

@@ -31,7 +31,8 @@ from consumers.runner import (
     attempt_of,
 )
 from consumers.settings import ConsumerSettings
-from schemas.events import AppSettings, ConfluenceAppSync, EventUser
+from schemas.events import ConfluenceAppSync
+from tests.support.events import sync_event
 
 EVENT_NAME = "confluence/app.sync"
 
@@ -80,16 +81,6 @@ class FakeExchange:
         self.log.append(f"publish:{self.name}")
         self.published.append((message, routing_key))
         return None
-
-
-def make_event() -> ConfluenceAppSync:
-    return ConfluenceAppSync.new(
-        user=EventUser(id="u-ada", email="ada@example.com", name="Ada"),
-        app_settings=AppSettings.model_validate(
-            {"baseUrl": "https://example.atlassian.net/wiki", "spaceKeys": ["ENG"]}
-        ),
-        data={"pages": [1]},
-    )
 
 
 def delivery_of(event: ConfluenceAppSync, **overrides: Any) -> FakeDelivery:
@@ -153,7 +144,7 @@ async def test_a_handled_event_is_acked_and_remembered(
 ) -> None:
     calls = Calls()
     runner, *_ = runner_with(settings, runs, recording(calls))
-    event = make_event()
+    event = sync_event()
 
     decision = await runner.decide(delivery_of(event))
 
@@ -167,7 +158,7 @@ async def test_a_processed_event_is_a_duplicate_and_the_handler_is_not_called(
 ) -> None:
     calls = Calls()
     runner, *_ = runner_with(settings, runs, recording(calls))
-    event = make_event()
+    event = sync_event()
     await runs.commit([mark_processed_write(str(event.id))])
 
     decision = await runner.decide(delivery_of(event))
@@ -216,7 +207,7 @@ async def test_an_event_without_a_handler_is_dead_lettered(
 ) -> None:
     runner, *_ = runner_with(settings, runs, None)
 
-    decision = await runner.decide(delivery_of(make_event()))
+    decision = await runner.decide(delivery_of(sync_event()))
 
     assert (decision.settlement, decision.reason) == (Settlement.DEAD_LETTER, "no_handler")
 
@@ -225,7 +216,7 @@ async def test_a_non_retryable_error_is_dead_lettered_on_the_first_attempt(
     settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, *_ = runner_with(settings, runs, raising(NonRetryableError("space is gone")))
-    event = make_event()
+    event = sync_event()
 
     decision = await runner.decide(delivery_of(event))
 
@@ -239,7 +230,7 @@ async def test_any_other_error_is_retried_while_attempts_remain(
     settings: ConsumerSettings, runs: BatchedRunStore, exc: Exception
 ) -> None:
     runner, *_ = runner_with(settings, runs, raising(exc))
-    event = make_event()
+    event = sync_event()
 
     decisions = [
         await runner.decide(delivery_of(event, headers={ATTEMPT_HEADER: attempt}))
@@ -273,7 +264,7 @@ async def test_ack_and_duplicate_only_ack(
 ) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
     for settlement in (Settlement.ACK, Settlement.DUPLICATE):
-        delivery = delivery_of(make_event(), log=log)
+        delivery = delivery_of(sync_event(), log=log)
         await runner.settle(delivery, Decision(settlement))
     assert log == ["ack", "ack"]
     assert retry.published == dead_letter.published == []
@@ -283,7 +274,7 @@ async def test_a_retry_is_confirmed_into_the_attempts_retry_queue_before_the_ack
     settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
-    event = make_event()
+    event = sync_event()
     delivery = delivery_of(event, headers={ATTEMPT_HEADER: 2, "v": "1"}, log=log)
 
     await runner.settle(delivery, Decision(Settlement.RETRY, "handler_failed", "boom"))
@@ -308,7 +299,7 @@ async def test_a_retried_message_keeps_its_first_routing_key(
     """Back from a retry queue its routing key is the queue's name; the header has the real one."""
     runner, retry, _, _ = runner_with(settings, runs, None)
     delivery = delivery_of(
-        make_event(),
+        sync_event(),
         routing_key="work",
         headers={ATTEMPT_HEADER: 2, ROUTING_KEY_HEADER: "confluence.app.sync"},
     )
@@ -322,7 +313,7 @@ async def test_a_dead_letter_is_confirmed_into_the_dlx_with_its_reason_before_th
     settings: ConsumerSettings, runs: BatchedRunStore
 ) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
-    delivery = delivery_of(make_event(), headers={ATTEMPT_HEADER: 3}, log=log)
+    delivery = delivery_of(sync_event(), headers={ATTEMPT_HEADER: 3}, log=log)
 
     await runner.settle(delivery, Decision(Settlement.DEAD_LETTER, "retries_exhausted", "boom"))
 
@@ -345,7 +336,7 @@ async def test_a_republish_that_fails_leaves_the_message_unacked(
 ) -> None:
     runner, retry, dead_letter, log = runner_with(settings, runs, None)
     retry.fail = dead_letter.fail = True
-    delivery = delivery_of(make_event(), log=log)
+    delivery = delivery_of(sync_event(), log=log)
 
     with pytest.raises(ConnectionError):
         await runner.settle(delivery, Decision(settlement, "x", "y"))
@@ -364,7 +355,7 @@ async def test_two_copies_in_flight_at_once_run_the_handler_once(
         await release.wait()
 
     runner, *_ = runner_with(settings, runs, slow)
-    event = make_event()
+    event = sync_event()
     first = asyncio.create_task(runner.decide(delivery_of(event)))
     second = asyncio.create_task(runner.decide(delivery_of(event)))
     await asyncio.sleep(0.01)
@@ -378,7 +369,7 @@ async def test_two_copies_in_flight_at_once_run_the_handler_once(
 async def test_the_run_store_commits_concurrent_units_of_work_together(
     runs: BatchedRunStore,
 ) -> None:
-    events = [make_event() for _ in range(100)]
+    events = [sync_event() for _ in range(100)]
 
     async def handle(event: ConfluenceAppSync) -> None:
         writes = runs.unit_of_work()
