@@ -1,1 +1,2 @@
-"""Helpers for the fault tests: broker control through rabbitmqctl, and a pausable TCP proxy."""
+"""Helpers shared by the tests: broker control, a pausable TCP proxy, a gateway driver, the
+fuzzing checks, and the sync event most tests need."""
