@@ -26,43 +26,32 @@ CONTENT_ENCODING = "utf-8"
 APP_ID = "syncgate-gateway"
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT.value
 
-# Which properties an event message carries, as the bit flags that open the encoding.
-_FLAGS = struct.pack(
-    ">H",
-    functools.reduce(
-        int.__or__,
-        (
-            Basic.Properties.flags[name]
-            for name in (
-                "content_type",
-                "content_encoding",
-                "headers",
-                "delivery_mode",
-                "correlation_id",
-                "message_id",
-                "timestamp",
-                "message_type",
-                "app_id",
-            )
-        ),
-    ),
+# The properties packed per event, between the fixed ones (see `_fixed_parts`).
+_VARIABLE_FLAGS = (
+    Basic.Properties.flags["correlation_id"]
+    | Basic.Properties.flags["message_id"]
+    | Basic.Properties.flags["timestamp"]
 )
+_FLAGS = struct.Struct(">H")
 _SECONDS = struct.Struct(">Q")
 _SHORTSTR_MAX = 255
 
 
 @functools.cache
-def _fixed_parts(message_type: str, version: str) -> tuple[bytes, bytes]:
-    """The encoded properties an event type always has: those before the correlation id
-    and those after the timestamp (AMQP fixes the order), without pamqp's leading flags."""
+def _fixed_parts(message_type: str, version: str) -> tuple[bytes, bytes, bytes]:
+    """(flags, before, after) for an event type: the flags of every property its messages
+    carry, and the encoded properties it always has, those before the correlation id and
+    those after the timestamp (AMQP fixes the order). pamqp encodes both halves."""
     before = Basic.Properties(
         content_type=CONTENT_TYPE,
         content_encoding=CONTENT_ENCODING,
         headers={"v": version},
         delivery_mode=PERSISTENT,
-    )
-    after = Basic.Properties(message_type=message_type, app_id=APP_ID)
-    return before.marshal()[2:], after.marshal()[2:]
+    ).marshal()
+    after = Basic.Properties(message_type=message_type, app_id=APP_ID).marshal()
+    (before_flags,), (after_flags,) = _FLAGS.unpack_from(before), _FLAGS.unpack_from(after)
+    flags = _FLAGS.pack(before_flags | after_flags | _VARIABLE_FLAGS)
+    return flags, before[_FLAGS.size :], after[_FLAGS.size :]
 
 
 def _shortstr(value: str) -> bytes:
@@ -96,10 +85,10 @@ class EventProperties(Basic.Properties):
             timestamp=datetime.fromtimestamp(event.ts / 1000, tz=UTC),
             app_id=APP_ID,
         )
-        before, after = _fixed_parts(event.name, event.v)
+        flags, before, after = _fixed_parts(event.name, event.v)
         self._encoded = b"".join(
             (
-                _FLAGS,
+                flags,
                 before,
                 _shortstr(correlation_id),
                 _shortstr(event_id),
