@@ -27,9 +27,11 @@ class ConsumerSettings(BaseSettings):
     # deliveries even if the consumer never gets to settle it.
     delivery_limit: int = Field(default=20, ge=1)
     run_store: Path = Path("syncgate-runs.sqlite3")
-    # How long a commit waits for more messages to share it (and its fsync), unless every
-    # message in flight is already waiting; 0 commits after one turn of the loop.
-    commit_delay: float = Field(default=0.005, ge=0, le=1.0)
+    # How long a commit waits for more messages to share it (and its fsync and its ack),
+    # unless every message the prefetch allows is already waiting; 0 commits after one turn of
+    # the loop. Only the ack waits, never the publisher: 20 ms rather than 5 cut the consumer's
+    # and the broker's CPU per event by about a tenth at c=64 (README, Benchmarks).
+    commit_delay: float = Field(default=0.02, ge=0, le=1.0)
     # Prometheus metrics on http://<host>:<port>/metrics; port 0 turns them off. Loopback by
     # default: the endpoint has no authentication.
     metrics_host: str = "127.0.0.1"
