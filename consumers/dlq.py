@@ -157,7 +157,7 @@ class DeadLetterQueue:
 
     @property
     def name(self) -> str:
-        return self._settings.dead_letter_queue
+        return self._settings.topology.dead_letter_queue
 
     @contextlib.asynccontextmanager
     async def _browsing(self) -> AsyncIterator[AbstractQueue]:

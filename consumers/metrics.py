@@ -104,7 +104,7 @@ async def serve_metrics(
             sample_dlq_depth(
                 metrics,
                 settings.amqp_url.get_secret_value(),
-                settings.dead_letter_queue,
+                settings.topology.dead_letter_queue,
                 every=settings.metrics_dlq_interval,
             ),
             name="syncgate-dlq-sampler",

@@ -143,7 +143,7 @@ class Runner:
         async with connection:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=settings.prefetch)
-            queue = await declare_consumer_topology(channel, settings)
+            queue = await declare_consumer_topology(channel, settings.topology)
             await self._open_republisher(
                 await connection.channel(publisher_confirms=True, on_return_raises=True)
             )
@@ -255,7 +255,7 @@ class Runner:
                         ERROR_HEADER: decision.error,
                     },
                 ),
-                routing_key=self._settings.retry_queue(attempt),
+                routing_key=self._settings.topology.retry_queue(attempt),
                 mandatory=True,
             )
         elif decision.settlement is Settlement.DEAD_LETTER:

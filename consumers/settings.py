@@ -7,25 +7,27 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from consumers.topology import ConsumerTopology
 from syncgate.logs import LogFormat
 from syncgate.topology import EventsTopology
+
+# The production topology's names and limits, the defaults of the settings that change them.
+_DEFAULT = ConsumerTopology()
 
 
 class ConsumerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SYNCGATE_", extra="ignore", frozen=True)
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    exchange: str = "syncgate.events"
-    unrouted_exchange: str = "syncgate.unrouted"
-    queue: str = "syncgate.confluence-sync"
-    binding: str = "confluence.#"
-    dead_letter_exchange: str = "syncgate.dlx"
+    exchange: str = _DEFAULT.events.exchange
+    unrouted_exchange: str = _DEFAULT.events.unrouted
+    queue: str = _DEFAULT.queue
+    binding: str = _DEFAULT.binding
+    dead_letter_exchange: str = _DEFAULT.dead_letter_exchange
     prefetch: int = Field(default=64, ge=1, le=65535)
-    max_attempts: int = Field(default=5, ge=1, le=20)
-    retry_base_delay: float = Field(default=1.0, gt=0)
-    # A backstop against crash loops: the broker dead-letters a message after this many
-    # deliveries even if the consumer never gets to settle it.
-    delivery_limit: int = Field(default=20, ge=1)
+    max_attempts: int = Field(default=_DEFAULT.max_attempts, ge=1, le=20)
+    retry_base_delay: float = Field(default=_DEFAULT.retry_base_delay, gt=0)
+    delivery_limit: int = Field(default=_DEFAULT.delivery_limit, ge=1)
     run_store: Path = Path("syncgate-runs.sqlite3")
     # How long a commit waits for more messages to share it (and its fsync and its ack),
     # unless every message the prefetch allows is already waiting; 0 commits after one turn of
@@ -43,17 +45,13 @@ class ConsumerSettings(BaseSettings):
     log_level: str = "INFO"
 
     @property
-    def topology(self) -> EventsTopology:
-        return EventsTopology(exchange=self.exchange, unrouted=self.unrouted_exchange)
-
-    @property
-    def dead_letter_queue(self) -> str:
-        return f"{self.queue}.dlq"
-
-    def retry_queue(self, attempt: int) -> str:
-        # The delay is in the name: a queue's TTL cannot change, so a new delay is a new queue.
-        return f"{self.queue}.retry.{self.retry_delay_ms(attempt)}ms"
-
-    def retry_delay_ms(self, attempt: int) -> int:
-        """Exponential backoff: base, 2 x base, 4 x base, ..."""
-        return int(self.retry_base_delay * 1000 * 2 ** (attempt - 1))
+    def topology(self) -> ConsumerTopology:
+        return ConsumerTopology(
+            events=EventsTopology(exchange=self.exchange, unrouted=self.unrouted_exchange),
+            queue=self.queue,
+            binding=self.binding,
+            dead_letter_exchange=self.dead_letter_exchange,
+            max_attempts=self.max_attempts,
+            retry_base_delay=self.retry_base_delay,
+            delivery_limit=self.delivery_limit,
+        )

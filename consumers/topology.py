@@ -8,12 +8,13 @@ events exchange --(binding)--> work queue --(handler fails)--> retry queue per a
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractQueue
 from pamqp.common import FieldTable
 
-from consumers.settings import ConsumerSettings
-from syncgate.topology import QUORUM, declare_events_exchange
+from syncgate.topology import QUORUM, EventsTopology, declare_events_exchange
 
 # Quorum queues dead-letter at most once by default; at-least-once needs reject-publish.
 AT_LEAST_ONCE_DEAD_LETTERING: FieldTable = {
@@ -22,44 +23,72 @@ AT_LEAST_ONCE_DEAD_LETTERING: FieldTable = {
 }
 
 
-def work_queue_arguments(settings: ConsumerSettings) -> FieldTable:
+@dataclass(frozen=True)
+class ConsumerTopology:
+    """Everything a consumer declares, and the names it derives. The defaults are the
+    production ones: the consumer's settings and definitions.json both start from them."""
+
+    events: EventsTopology = field(default_factory=EventsTopology)
+    queue: str = "syncgate.confluence-sync"
+    binding: str = "confluence.#"
+    dead_letter_exchange: str = "syncgate.dlx"
+    max_attempts: int = 5
+    retry_base_delay: float = 1.0
+    # A backstop against crash loops: the broker dead-letters a message after this many
+    # deliveries even if the consumer never gets to settle it.
+    delivery_limit: int = 20
+
+    @property
+    def dead_letter_queue(self) -> str:
+        return f"{self.queue}.dlq"
+
+    def retry_queue(self, attempt: int) -> str:
+        # The delay is in the name: a queue's TTL cannot change, so a new delay is a new queue.
+        return f"{self.queue}.retry.{self.retry_delay_ms(attempt)}ms"
+
+    def retry_delay_ms(self, attempt: int) -> int:
+        """Exponential backoff: base, 2 x base, 4 x base, ..."""
+        return int(self.retry_base_delay * 1000 * 2 ** (attempt - 1))
+
+
+def work_queue_arguments(topology: ConsumerTopology) -> FieldTable:
     return {
         **QUORUM,
         **AT_LEAST_ONCE_DEAD_LETTERING,
-        "x-dead-letter-exchange": settings.dead_letter_exchange,
-        "x-dead-letter-routing-key": settings.queue,
-        "x-delivery-limit": settings.delivery_limit,
+        "x-dead-letter-exchange": topology.dead_letter_exchange,
+        "x-dead-letter-routing-key": topology.queue,
+        "x-delivery-limit": topology.delivery_limit,
     }
 
 
-def retry_queue_arguments(settings: ConsumerSettings, attempt: int) -> FieldTable:
+def retry_queue_arguments(topology: ConsumerTopology, attempt: int) -> FieldTable:
     return {
         **QUORUM,
         **AT_LEAST_ONCE_DEAD_LETTERING,
-        "x-message-ttl": settings.retry_delay_ms(attempt),
+        "x-message-ttl": topology.retry_delay_ms(attempt),
         # The default exchange routes by queue name: expired messages go back to work.
         "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": settings.queue,
+        "x-dead-letter-routing-key": topology.queue,
     }
 
 
 async def declare_consumer_topology(
-    channel: AbstractChannel, settings: ConsumerSettings
+    channel: AbstractChannel, topology: ConsumerTopology
 ) -> AbstractQueue:
-    exchange = await declare_events_exchange(channel, settings.topology)
+    exchange = await declare_events_exchange(channel, topology.events)
     dlx = await channel.declare_exchange(
-        settings.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
+        topology.dead_letter_exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
-    dlq = await channel.declare_queue(settings.dead_letter_queue, durable=True, arguments=QUORUM)
-    await dlq.bind(dlx, routing_key=settings.queue)
+    dlq = await channel.declare_queue(topology.dead_letter_queue, durable=True, arguments=QUORUM)
+    await dlq.bind(dlx, routing_key=topology.queue)
     queue = await channel.declare_queue(
-        settings.queue, durable=True, arguments=work_queue_arguments(settings)
+        topology.queue, durable=True, arguments=work_queue_arguments(topology)
     )
-    await queue.bind(exchange, routing_key=settings.binding)
-    for attempt in range(1, settings.max_attempts):
+    await queue.bind(exchange, routing_key=topology.binding)
+    for attempt in range(1, topology.max_attempts):
         await channel.declare_queue(
-            settings.retry_queue(attempt),
+            topology.retry_queue(attempt),
             durable=True,
-            arguments=retry_queue_arguments(settings, attempt),
+            arguments=retry_queue_arguments(topology, attempt),
         )
     return queue

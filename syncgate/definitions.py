@@ -25,8 +25,7 @@ from typing import Any, cast
 
 from aio_pika.abc import AbstractChannel
 
-from consumers.settings import ConsumerSettings
-from consumers.topology import declare_consumer_topology
+from consumers.topology import ConsumerTopology, declare_consumer_topology
 from syncgate.topology import declare_events_exchange
 
 DEFINITIONS_FILE = Path("definitions.json")
@@ -141,22 +140,18 @@ class TopologyRecorder:
         return cast(AbstractChannel, self)
 
 
-async def record_topology(settings: ConsumerSettings) -> TopologyRecorder:
-    """What the gateway and a consumer with these settings declare, recorded."""
+async def record_topology(topology: ConsumerTopology) -> TopologyRecorder:
+    """What the gateway and a consumer with this topology declare, recorded."""
     recorder = TopologyRecorder()
-    await declare_events_exchange(recorder.as_channel(), settings.topology)
-    await declare_consumer_topology(recorder.as_channel(), settings)
+    await declare_events_exchange(recorder.as_channel(), topology.events)
+    await declare_consumer_topology(recorder.as_channel(), topology)
     return recorder
 
 
-def default_consumer_settings() -> ConsumerSettings:
-    """The defaults, whatever SYNCGATE_* variables this shell happens to have."""
-    return ConsumerSettings.model_construct()
-
-
-def render_definitions(settings: ConsumerSettings | None = None) -> str:
-    """definitions.json's text for these settings (the defaults unless given)."""
-    recorded = asyncio.run(record_topology(settings or default_consumer_settings()))
+def render_definitions(topology: ConsumerTopology | None = None) -> str:
+    """definitions.json's text for this topology (the production defaults unless given),
+    whatever SYNCGATE_* variables this shell happens to have."""
+    recorded = asyncio.run(record_topology(topology or ConsumerTopology()))
     definitions: Json = {
         "vhosts": [{"name": VHOST}],
         "users": [

@@ -36,7 +36,7 @@ async def test_confirmed_persistent_events_survive_a_broker_restart(
 ) -> None:
     settings = names.consumer_settings(tmp_path)
     channel = await amqp.channel()
-    await declare_consumer_topology(channel, settings)
+    await declare_consumer_topology(channel, settings.topology)
     await publish_events(amqp, names.exchange, [sync_event(i) for i in range(500)])
     await wait_for_depth(channel, settings.queue, 500)
 
@@ -58,7 +58,7 @@ async def test_a_consumer_killed_mid_batch_records_every_event_exactly_once(
 ) -> None:
     settings = names.consumer_settings(tmp_path)
     channel = await amqp.channel()
-    await declare_consumer_topology(channel, settings)
+    await declare_consumer_topology(channel, settings.topology)
     events = [sync_event(i) for i in range(1500)]
     await publish_events(amqp, names.exchange, events)
     log = tmp_path / "consumer.log"
@@ -101,7 +101,7 @@ async def test_sigterm_mid_load_exits_0_and_loses_nothing(
 ) -> None:
     settings = names.consumer_settings(tmp_path)
     channel = await amqp.channel()
-    await declare_consumer_topology(channel, settings)
+    await declare_consumer_topology(channel, settings.topology)
     events = [sync_event(i) for i in range(1500)]
     await publish_events(amqp, names.exchange, events)
 

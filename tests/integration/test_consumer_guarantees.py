@@ -58,9 +58,9 @@ async def test_a_poison_event_is_retried_with_growing_delays_then_dead_lettered_
             await wait_until(lambda: deps.runs.count() == len(others), "the other events")
             # The others were handled while the poison event waited in a retry queue.
             attempts_while_others_flowed = len(attempts)
-            dlq_while_others_flowed = await depth(channel, settings.dead_letter_queue)
+            dlq_while_others_flowed = await depth(channel, settings.topology.dead_letter_queue)
 
-            await wait_for_depth(channel, settings.dead_letter_queue, 1)
+            await wait_for_depth(channel, settings.topology.dead_letter_queue, 1)
             await wait_for_depth(channel, settings.queue, 0)
     finally:
         deps.runs.close()
@@ -69,22 +69,24 @@ async def test_a_poison_event_is_retried_with_growing_delays_then_dead_lettered_
     assert dlq_while_others_flowed == 0
     assert len(attempts) == settings.max_attempts
     delays = [round(b - a, 2) for a, b in itertools.pairwise(attempts)]
-    expected = [settings.retry_delay_ms(n) / 1000 for n in range(1, settings.max_attempts)]
+    expected = [settings.topology.retry_delay_ms(n) / 1000 for n in range(1, settings.max_attempts)]
     print(f"poison: attempts={len(attempts)} delays={delays}s (TTLs {expected}s)")
     assert all(d >= e * 0.9 for d, e in zip(delays, expected, strict=True)), (delays, expected)
     assert delays == sorted(delays)
     assert delays[-1] > delays[0]
 
-    dlq = await channel.declare_queue(settings.dead_letter_queue, passive=True)
+    dlq = await channel.declare_queue(settings.topology.dead_letter_queue, passive=True)
     message = await dlq.get(timeout=5)
     await message.ack()
-    assert await depth(channel, settings.dead_letter_queue) == 0, "dead-lettered exactly once"
+    assert await depth(channel, settings.topology.dead_letter_queue) == 0, (
+        "dead-lettered exactly once"
+    )
     assert message.message_id == str(poison.id)
     assert message.headers[REASON_HEADER] == "retries_exhausted"
     assert message.headers[ATTEMPT_HEADER] == settings.max_attempts
     assert message.headers[ROUTING_KEY_HEADER] == ROUTING_KEY
     for attempt in range(1, settings.max_attempts):
-        assert await depth(channel, settings.retry_queue(attempt)) == 0
+        assert await depth(channel, settings.topology.retry_queue(attempt)) == 0
 
 
 @pytest.mark.parametrize(
@@ -114,11 +116,11 @@ async def test_a_body_that_is_not_a_known_event_is_dead_lettered_at_once(
     try:
         async with running(settings, {EVENT_NAME: handle}, deps):
             await publish_raw(amqp, names.exchange, body, message_id)
-            await wait_for_depth(channel, settings.dead_letter_queue, 1)
+            await wait_for_depth(channel, settings.topology.dead_letter_queue, 1)
     finally:
         deps.runs.close()
 
-    dlq = await channel.declare_queue(settings.dead_letter_queue, passive=True)
+    dlq = await channel.declare_queue(settings.topology.dead_letter_queue, passive=True)
     message = await dlq.get(timeout=5)
     headers = message.headers
     print(f"invalid: reason={headers[REASON_HEADER]!r} error={headers['x-syncgate-error']!r}")
@@ -127,7 +129,7 @@ async def test_a_body_that_is_not_a_known_event_is_dead_lettered_at_once(
     assert message.headers[REASON_HEADER] == reason
     assert message.headers[ATTEMPT_HEADER] == 1
     assert calls == []
-    assert await depth(channel, settings.retry_queue(1)) == 0, "never retried"
+    assert await depth(channel, settings.topology.retry_queue(1)) == 0, "never retried"
 
 
 async def test_a_non_retryable_error_is_dead_lettered_after_one_attempt(
@@ -146,11 +148,11 @@ async def test_a_non_retryable_error_is_dead_lettered_after_one_attempt(
     try:
         async with running(settings, {EVENT_NAME: handle}, deps):
             await publish_events(amqp, names.exchange, [event])
-            await wait_for_depth(channel, settings.dead_letter_queue, 1)
+            await wait_for_depth(channel, settings.topology.dead_letter_queue, 1)
     finally:
         deps.runs.close()
 
-    dlq = await channel.declare_queue(settings.dead_letter_queue, passive=True)
+    dlq = await channel.declare_queue(settings.topology.dead_letter_queue, passive=True)
     message = await dlq.get(timeout=5)
     print(f"non-retryable: attempts={len(calls)} reason={message.headers[REASON_HEADER]!r}")
     assert len(calls) == 1
@@ -164,7 +166,7 @@ async def test_an_event_nobody_binds_lands_in_the_unrouted_queue(
 ) -> None:
     channel = await amqp.channel(publisher_confirms=True, on_return_raises=True)
     exchange = await declare_events_exchange(
-        channel, names.consumer_settings(Path("unused")).topology
+        channel, names.consumer_settings(Path("unused")).topology.events
     )
     event = sync_event()
     message = aio_pika.Message(
@@ -202,7 +204,7 @@ async def test_dlq_list_shows_without_removing_and_replay_brings_events_back(
         async with running(settings, {EVENT_NAME: handle}, deps):
             for n, event in enumerate(events, start=1):  # one by one: the DLQ's order is known
                 await publish_events(amqp, names.exchange, [event])
-                await wait_for_depth(channel, settings.dead_letter_queue, n)
+                await wait_for_depth(channel, settings.topology.dead_letter_queue, n)
 
             code, listing = await syncgate(settings, "dlq", "list")
             assert code == 0, listing
@@ -214,14 +216,16 @@ async def test_dlq_list_shows_without_removing_and_replay_brings_events_back(
             assert all("reason=handler_rejected" in line for line in lines)
             assert all("the downstream API said 400" in line for line in lines)
             assert again == listing, "listing twice shows the same, in the same order"
-            assert await depth(channel, settings.dead_letter_queue) == 3, "list removes nothing"
+            assert await depth(channel, settings.topology.dead_letter_queue) == 3, (
+                "list removes nothing"
+            )
 
             broken = False
             middle = str(events[1].id)
             code, output = await syncgate(settings, "dlq", "replay", "--id", middle)
             assert code == 0, output
             await wait_until(lambda: deps.runs.get(middle) is not None, "the replayed event")
-            assert await depth(channel, settings.dead_letter_queue) == 2
+            assert await depth(channel, settings.topology.dead_letter_queue) == 2
 
             code, output = await syncgate(settings, "dlq", "replay", "--id", middle)
             assert code == 1
@@ -231,7 +235,7 @@ async def test_dlq_list_shows_without_removing_and_replay_brings_events_back(
             assert code == 0, output
             assert "replayed 2 of 2" in output
             await wait_until(lambda: deps.runs.count() == 3, "every replayed event")
-            assert await depth(channel, settings.dead_letter_queue) == 0
+            assert await depth(channel, settings.topology.dead_letter_queue) == 0
             print(f"dlq replay: recorded={deps.runs.count()} left in dlq=0")
     finally:
         deps.runs.close()

@@ -16,8 +16,8 @@ import aio_pika
 import aiohttp
 import pytest
 
-from consumers.topology import declare_consumer_topology
-from syncgate.definitions import LOCAL_PASSWORD, default_consumer_settings
+from consumers.topology import ConsumerTopology, declare_consumer_topology
+from syncgate.definitions import LOCAL_PASSWORD
 from syncgate.topology import declare_events_exchange
 from tests.conftest import AMQP_URL, MANAGEMENT_URL, BrokerNames, management_get
 
@@ -34,10 +34,10 @@ def load_definitions() -> dict[str, Any]:
 
 def to_test_names(value: Any, names: BrokerNames) -> Any:
     """The file with every default exchange and queue name replaced by this test's."""
-    defaults = default_consumer_settings()
+    defaults = ConsumerTopology()
     exact = {
-        defaults.exchange: names.exchange,
-        defaults.unrouted_exchange: names.unrouted,
+        defaults.events.exchange: names.exchange,
+        defaults.events.unrouted: names.unrouted,
         defaults.dead_letter_exchange: names.dlx,
         defaults.queue: names.queue,
     }
@@ -68,10 +68,10 @@ async def test_definitions_json_is_what_the_code_declares(
 ) -> None:
     # The file is exported with the default settings; only the names differ here.
     settings = names.consumer_settings(tmp_path, retry_base_delay=1.0)
-    assert settings.max_attempts == default_consumer_settings().max_attempts
+    assert settings.max_attempts == ConsumerTopology().max_attempts
     channel = await amqp.channel()
-    await declare_events_exchange(channel, settings.topology)
-    await declare_consumer_topology(channel, settings)
+    await declare_events_exchange(channel, settings.topology.events)
+    await declare_consumer_topology(channel, settings.topology)
 
     expected = to_test_names(load_definitions(), names)
     for exchange in expected["exchanges"]:

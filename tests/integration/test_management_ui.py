@@ -119,7 +119,9 @@ async def test_the_queues_have_the_arguments_the_readme_documents(
         await asyncio.wait_for(runner.consuming.wait(), 10)
         work = await management_get(f"queues/%2F/{quote(names.queue, safe='')}")
         dlq = await management_get(f"queues/%2F/{quote(names.queue + '.dlq', safe='')}")
-        retry = await management_get(f"queues/%2F/{quote(settings.retry_queue(1), safe='')}")
+        retry = await management_get(
+            f"queues/%2F/{quote(settings.topology.retry_queue(1), safe='')}"
+        )
         unrouted = await management_get(f"queues/%2F/{quote(names.unrouted, safe='')}")
     finally:
         stop.set()
@@ -135,6 +137,6 @@ async def test_the_queues_have_the_arguments_the_readme_documents(
     assert work["arguments"]["x-dead-letter-strategy"] == "at-least-once"
     assert work["arguments"]["x-overflow"] == "reject-publish"
     # The first retry waits the base delay, then goes back to the work queue by name.
-    assert retry["arguments"]["x-message-ttl"] == settings.retry_delay_ms(1)
+    assert retry["arguments"]["x-message-ttl"] == settings.topology.retry_delay_ms(1)
     assert retry["arguments"]["x-dead-letter-exchange"] == ""
     assert retry["arguments"]["x-dead-letter-routing-key"] == names.queue

@@ -120,7 +120,7 @@ async def test_traffic_moves_the_gateway_and_consumer_metrics(
         await wait_readiness(client, 200, within=10)
         gateway_before = await scrape_gateway(client)
         consumer_before = await scrape_consumer(metrics_port)
-        dlq = consumer_settings.dead_letter_queue
+        dlq = consumer_settings.topology.dead_letter_queue
         # Every outcome is exposed at 0 before anything happened.
         for outcome in ("confirmed", "returned", "nacked", "deadline_missed", "failed"):
             assert ("syncgate_publish_total", frozenset({("outcome", outcome)})) in gateway_before

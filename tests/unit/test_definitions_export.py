@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from consumers.settings import ConsumerSettings
+from consumers.topology import ConsumerTopology
 from syncgate.cli import cli
 from syncgate.definitions import (
     TopologyRecorder,
@@ -33,7 +33,7 @@ def test_the_export_ignores_this_shells_settings(monkeypatch: pytest.MonkeyPatch
 
 def test_other_settings_give_other_definitions() -> None:
     """The export follows the code: change a setting and the file changes with it."""
-    shorter = ConsumerSettings.model_construct(max_attempts=2, delivery_limit=7)
+    shorter = ConsumerTopology(max_attempts=2, delivery_limit=7)
     definitions = json.loads(render_definitions(shorter))
     retry_queues = [q["name"] for q in definitions["queues"] if ".retry." in q["name"]]
     assert retry_queues == ["syncgate.confluence-sync.retry.1000ms"]

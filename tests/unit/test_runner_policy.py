@@ -282,7 +282,7 @@ async def test_a_retry_is_confirmed_into_the_attempts_retry_queue_before_the_ack
     assert log == ["publish:retry", "ack"]
     assert dead_letter.published == []
     [(message, routing_key)] = retry.published
-    assert routing_key == "work.retry.1000ms" == settings.retry_queue(2)
+    assert routing_key == "work.retry.1000ms" == settings.topology.retry_queue(2)
     assert message.headers[ATTEMPT_HEADER] == 3
     assert message.headers[ROUTING_KEY_HEADER] == "confluence.app.sync"
     assert message.headers[ERROR_HEADER] == "boom"
