@@ -27,7 +27,7 @@ from faststream import FastStream
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import QueueType
 
-from consumers.run_store import RunStore
+from common.stores.runs_sqlite import RunStore
 from gateway.app_settings import load_app_settings
 from gateway.sessions import cookie_name
 from gateway.users import UserStore

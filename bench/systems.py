@@ -13,7 +13,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 
 from bench.procs import Child, StartupFailed, wait_http_ok
 from bench.workspace import AMQP_URL, PYTHON, Workspace, bench_env, free_port
-from syncgate.topology import QUORUM
+from common.topology import QUORUM
 
 # The installed `syncgate` command next to this interpreter, as an operator would run it.
 SYNCGATE_CLI = str(Path(PYTHON).parent / "syncgate")

@@ -1,6 +1,6 @@
 """`python -m consumers`: the same as `syncgate consumer`."""
 
-from syncgate.cli import cli
+from cli.main import cli
 
 if __name__ == "__main__":
     cli(["consumer"])

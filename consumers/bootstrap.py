@@ -6,8 +6,8 @@ event's name. The event's model must already be in `schemas.registry.REGISTRY`.
 
 from __future__ import annotations
 
+from common.stores.runs_sqlite import BatchedRunStore
 from consumers.handlers import Deps, Handler, record_confluence_sync
-from consumers.run_store import BatchedRunStore
 from consumers.settings import ConsumerSettings
 
 HANDLERS: dict[str, Handler] = {

@@ -18,6 +18,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
+from common.amqp import connection_name
 from consumers.runner import (
     ATTEMPT_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -27,7 +28,6 @@ from consumers.runner import (
     SOURCE_QUEUE_HEADER,
 )
 from consumers.settings import ConsumerSettings
-from syncgate.amqp import connection_name
 
 REPLAYED_HEADER = "x-syncgate-replayed"
 # What a dead-lettering leaves on a message; a replayed event starts afresh without it.

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from consumers.run_store import BatchedRunStore, RunWrites
+from common.stores.runs_sqlite import BatchedRunStore, RunWrites
 from schemas.events import ConfluenceAppSync
 
 

@@ -24,9 +24,9 @@ from prometheus_client import (
     generate_latest,
 )
 
+from common.amqp import connect_with_retry
 from consumers.handlers import Handler, HandlerDeps
 from consumers.settings import ConsumerSettings
-from syncgate.amqp import connect_with_retry
 
 log = logging.getLogger(__name__)
 

@@ -17,15 +17,15 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessa
 from aiormq.abc import FieldValue
 from pydantic import ValidationError
 
+from common.amqp import connect_with_retry
+from common.logs import correlation_id_var, event_id_var
+from common.topology import declare_consumer_topology
 from consumers.acks import BatchedAcks, Settleable
 from consumers.errors import NonRetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.metrics import ConsumerMetrics
 from consumers.settings import ConsumerSettings
-from consumers.topology import declare_consumer_topology
 from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
-from syncgate.amqp import connect_with_retry
-from syncgate.logs import correlation_id_var, event_id_var
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from consumers.topology import ConsumerTopology
-from syncgate.logs import LogFormat
-from syncgate.topology import EventsTopology
+from common.logs import LogFormat
+from common.topology import ConsumerTopology, EventsTopology
 
 # The production topology's names and limits, the defaults of the settings that change them.
 _DEFAULT = ConsumerTopology()

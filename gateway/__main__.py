@@ -1,6 +1,6 @@
 """`python -m gateway`: the same as `syncgate gateway`."""
 
-from syncgate.cli import cli
+from cli.main import cli
 
 if __name__ == "__main__":
     cli(["gateway"])

@@ -17,10 +17,10 @@ import uuid_utils
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from common.logs import request_id_var
 from gateway.errors import GatewayError
 from gateway.keys import REQUEST_ID
 from gateway.responses import ErrorBody, ErrorDetail, json_response
-from syncgate.logs import request_id_var
 
 log = logging.getLogger("syncgate.gateway.http")
 

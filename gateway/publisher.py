@@ -12,14 +12,14 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 
+from common.amqp import connect_with_retry
+from common.logs import correlation_id_var, event_id_var
+from common.topology import EventsTopology, declare_events_exchange
 from gateway.errors import BrokerUnavailable
 from gateway.message_properties import message_properties
 from gateway.metrics import GatewayMetrics, PublishOutcome
 from schemas.events import ConfluenceAppSync
 from schemas.registry import routing_key_for
-from syncgate.amqp import connect_with_retry
-from syncgate.logs import correlation_id_var, event_id_var
-from syncgate.topology import EventsTopology, declare_events_exchange
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
 from aiohttp import web
 
+from common.amqp import connect_with_retry
 from gateway.errors import BrokerUnavailable
-from syncgate.amqp import connect_with_retry
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from syncgate.logs import LogFormat
-from syncgate.topology import EventsTopology
+from common.logs import LogFormat
+from common.topology import EventsTopology
 
 
 def parse_session_keys(raw: str) -> list[str]:

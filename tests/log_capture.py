@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from syncgate.logs import log_handler
+from common.logs import log_handler
 
 
 class JsonLines:

@@ -11,8 +11,8 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from common.topology import declare_consumer_topology
 from consumers.bootstrap import HANDLERS, build_deps
-from consumers.topology import declare_consumer_topology
 from tests.conftest import BrokerNames
 from tests.integration.consumer_support import (
     connect_when_up,

@@ -16,9 +16,8 @@ import aio_pika
 import aiohttp
 import pytest
 
-from consumers.topology import ConsumerTopology, declare_consumer_topology
-from syncgate.definitions import LOCAL_PASSWORD
-from syncgate.topology import declare_events_exchange
+from common.definitions import LOCAL_PASSWORD
+from common.topology import ConsumerTopology, declare_consumer_topology, declare_events_exchange
 from tests.conftest import AMQP_URL, MANAGEMENT_URL, BrokerNames, management_get
 
 pytestmark = pytest.mark.integration

@@ -11,8 +11,9 @@ import pytest
 from click.testing import CliRunner
 from cryptography.fernet import Fernet
 
-from consumers.run_store import RunStore
-from syncgate.cli import YOUNG_COLLECTION_THRESHOLD, cli, tune_collector
+from cli.main import cli
+from common.process import YOUNG_COLLECTION_THRESHOLD, tune_collector
+from common.stores.runs_sqlite import RunStore
 from tests.support.events import sync_event
 
 

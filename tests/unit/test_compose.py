@@ -17,9 +17,9 @@ import click
 import pytest
 import yaml
 
+from cli.main import cli
 from consumers.settings import ConsumerSettings
 from gateway.settings import GatewaySettings
-from syncgate.cli import cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -171,7 +171,7 @@ def test_the_image_runs_the_syncgate_console_script(dockerfile: list[tuple[str, 
     (entrypoint,) = [args for keyword, args in dockerfile if keyword == "ENTRYPOINT"]
     assert entrypoint == '["syncgate"]'
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["syncgate"] == "syncgate.cli:cli"
+    assert scripts["syncgate"] == "cli.main:cli"
 
 
 @pytest.mark.parametrize("service", ["gateway", "consumer"])

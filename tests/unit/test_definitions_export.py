@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from consumers.topology import ConsumerTopology
-from syncgate.cli import cli
-from syncgate.definitions import (
+from cli.main import cli
+from common.definitions import (
     TopologyRecorder,
     definitions_drifted,
     rabbit_password_hash,
     render_definitions,
 )
+from common.topology import ConsumerTopology
 
 ROOT = Path(__file__).resolve().parents[2]
 

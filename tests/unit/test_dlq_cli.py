@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from syncgate.cli import cli
+from cli.main import cli
 
 UNREACHABLE = {"SYNCGATE_AMQP_URL": "amqp://guest:guest@127.0.0.1:1/"}
 

@@ -13,9 +13,9 @@ import orjson
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from common.logs import correlation_id_var, event_id_var, log_handler, request_id_var
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from syncgate.logs import correlation_id_var, event_id_var, log_handler, request_id_var
 from tests.conftest import AiohttpClient, FakePublisher, login
 from tests.log_capture import json_log_lines
 

@@ -14,10 +14,10 @@ from typing import Any
 import aiormq
 import pytest
 
+from common.topology import EventsTopology
 from gateway.errors import BrokerUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import AmqpPublisher
-from syncgate.topology import EventsTopology
 from tests.support.events import sync_event
 
 DEADLINE = 5.0

@@ -15,9 +15,9 @@ import pytest
 from aio_pika.abc import AbstractMessage
 from aiormq.abc import FieldValue
 
+from common.stores.runs_sqlite import BatchedRunStore, mark_processed_write
 from consumers.errors import NonRetryableError, RetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
-from consumers.run_store import BatchedRunStore, mark_processed_write
 from consumers.runner import (
     ATTEMPT_HEADER,
     DEAD_LETTERED_AT_HEADER,

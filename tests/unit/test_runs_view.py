@@ -9,7 +9,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from consumers.run_store import RunStore
+from common.stores.runs_sqlite import RunStore
 from gateway.app import create_app
 from gateway.app_settings import load_app_settings
 from gateway.settings import GatewaySettings

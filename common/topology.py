@@ -1,4 +1,11 @@
-"""The consumer's queues. Declaring them is idempotent, so every start declares them all.
+"""What syncgate declares on the broker: the exchanges every process agrees on, and each
+consumer's queues.
+
+The gateway and the consumers both declare the events exchange with the same arguments, so
+either may start first. RabbitMQ refuses a redeclaration with other arguments, which turns a
+drift between the two into a start-up error instead of a silent difference.
+
+The consumer's queues. Declaring them is idempotent, so every start declares them all.
 
 events exchange --(binding)--> work queue --(handler fails)--> retry queue per attempt
       ^                           |  ^                              | TTL expires
@@ -11,10 +18,34 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
 from pamqp.common import FieldTable
 
-from syncgate.topology import QUORUM, EventsTopology, declare_events_exchange
+QUORUM: FieldTable = {"x-queue-type": "quorum"}
+
+
+@dataclass(frozen=True, slots=True)
+class EventsTopology:
+    exchange: str = "syncgate.events"
+    unrouted: str = "syncgate.unrouted"
+
+
+async def declare_events_exchange(
+    channel: AbstractChannel, topology: EventsTopology
+) -> AbstractExchange:
+    """The durable topic exchange, with an alternate exchange that keeps unroutable events."""
+    unrouted_exchange = await channel.declare_exchange(
+        topology.unrouted, aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    unrouted_queue = await channel.declare_queue(topology.unrouted, durable=True, arguments=QUORUM)
+    await unrouted_queue.bind(unrouted_exchange)
+    return await channel.declare_exchange(
+        topology.exchange,
+        aio_pika.ExchangeType.TOPIC,
+        durable=True,
+        arguments={"alternate-exchange": topology.unrouted},
+    )
+
 
 # Quorum queues dead-letter at most once by default; at-least-once needs reject-publish.
 AT_LEAST_ONCE_DEAD_LETTERING: FieldTable = {

@@ -3,53 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import sys
 from pathlib import Path
-from typing import TypeVar
 
 import click
 import uvloop
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings
 
-S = TypeVar("S", bound=BaseSettings)
-
-
-# The cyclic collector's first generation is collected after this many more container
-# objects were made than freed (CPython's default is 700). A request or a delivery makes a few
-# hundred that die with it, so at 700 the collector ran about every 20 requests, walking
-# whatever was in flight, only to find almost nothing to free. Measured end to end at c=64
-# (gc.callbacks, 6 interleaved rounds): at 700, collections took 18-28 us of gateway and
-# 6-9 us of consumer CPU per event; at 10,000, under 1 us in each. Cyclic garbage still
-# cannot pile up past this many objects.
-YOUNG_COLLECTION_THRESHOLD = 10_000
-
-
-def tune_collector() -> None:
-    """Set the cyclic collector up for a long-running server, once start-up is done.
-
-    Modules, models and schemas live as long as the process, yet every full collection walked
-    all of them. Measured under load at c=64 (gc.callbacks): full passes took 33-48 ms in the
-    gateway and 35-69 ms in the consumer, a stall for everything in flight, several times a
-    minute; frozen, 3-6 ms.
-    """
-    gc.freeze()
-    _, middle, old = gc.get_threshold()
-    gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, middle, old)
-
-
-def load_settings(settings_type: type[S]) -> S:
-    """Settings from the environment, or a readable error and exit code 2."""
-    try:
-        return settings_type()
-    except ValidationError as exc:
-        lines = [
-            f"  SYNCGATE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        ]
-        raise click.UsageError("invalid settings:\n" + "\n".join(lines)) from None
+from common.process import load_settings, tune_collector
 
 
 @click.group()
@@ -62,11 +24,11 @@ def gateway() -> None:
     """Serve the HTTP gateway (settings from SYNCGATE_* variables)."""
     from aiohttp import web
 
+    from common.logs import configure_logging
     from gateway.app import create_app
     from gateway.app_settings import AppSettingsError
     from gateway.settings import GatewaySettings
     from gateway.users import UsersFileError
-    from syncgate.logs import configure_logging
 
     settings = load_settings(GatewaySettings)
     configure_logging(settings.log_format, settings.log_level)
@@ -90,9 +52,9 @@ def gateway() -> None:
 @cli.command()
 def consumer() -> None:
     """Consume events from the broker until SIGTERM or SIGINT."""
+    from common.logs import configure_logging
     from consumers.service import serve
     from consumers.settings import ConsumerSettings
-    from syncgate.logs import configure_logging
 
     settings = load_settings(ConsumerSettings)
     configure_logging(settings.log_format, settings.log_level)
@@ -154,7 +116,7 @@ def runs(store: Path, limit: int) -> None:
     """List the most recent sync runs the consumer recorded."""
     from datetime import UTC, datetime
 
-    from consumers.run_store import RunStore
+    from common.stores.runs_sqlite import RunStore
 
     if not store.exists():
         raise click.ClickException(f"no run store at {store}")
@@ -218,7 +180,7 @@ _DEFINITIONS_OPTION = click.option(
 @_DEFINITIONS_OPTION
 def topology_export(definitions_file: Path) -> None:
     """Write definitions.json: the exchanges, queues and bindings of the default settings."""
-    from syncgate.definitions import export_definitions
+    from common.definitions import export_definitions
 
     click.echo(f"wrote {export_definitions(definitions_file)}")
 
@@ -227,7 +189,7 @@ def topology_export(definitions_file: Path) -> None:
 @_DEFINITIONS_OPTION
 def topology_check(definitions_file: Path) -> None:
     """Fail if definitions.json differs from what the code declares now."""
-    from syncgate.definitions import definitions_drifted
+    from common.definitions import definitions_drifted
 
     if definitions_drifted(definitions_file):
         raise click.ClickException(

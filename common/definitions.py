@@ -25,8 +25,7 @@ from typing import Any, cast
 
 from aio_pika.abc import AbstractChannel
 
-from consumers.topology import ConsumerTopology, declare_consumer_topology
-from syncgate.topology import declare_events_exchange
+from common.topology import ConsumerTopology, declare_consumer_topology, declare_events_exchange
 
 DEFINITIONS_FILE = Path("definitions.json")
 VHOST = "/"

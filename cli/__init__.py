@@ -1,0 +1,1 @@
+"""The `syncgate` command: one subcommand per job, calling the processes' entry points."""
