@@ -1,15 +1,31 @@
-"""Process start-up shared by the gateway and the consumer: settings, and the collector."""
+"""Process start-up shared by the gateway and the consumer: settings, the collector, and the
+errors that stop a process before it serves.
+
+Each process's `__main__` loads its settings here, builds what it runs, tunes the collector
+and runs. `python -m gateway` and `syncgate gateway` run the same `main`; a StartupError ends
+either with its message and exit code, never with a traceback.
+"""
 
 from __future__ import annotations
 
 import gc
+import sys
+from collections.abc import Callable
 from typing import TypeVar
 
-import click
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+class StartupError(Exception):
+    """The process cannot start as configured; the message says why, for an operator."""
+
+    def __init__(self, message: str, *, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
 
 
 # The cyclic collector's first generation is collected after this many more container
@@ -36,7 +52,8 @@ def tune_collector() -> None:
 
 
 def load_settings(settings_type: type[S]) -> S:
-    """Settings from the environment, or a readable error and exit code 2."""
+    """Settings from the environment; StartupError with one line per bad variable, exit code 2
+    (a usage error, as for a bad command-line option)."""
     try:
         return settings_type()
     except ValidationError as exc:
@@ -44,4 +61,13 @@ def load_settings(settings_type: type[S]) -> S:
             f"  SYNCGATE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
             for err in exc.errors()
         ]
-        raise click.UsageError("invalid settings:\n" + "\n".join(lines)) from None
+        raise StartupError("invalid settings:\n" + "\n".join(lines), exit_code=2) from None
+
+
+def run_main(main: Callable[[], None]) -> None:
+    """Run a process's `main` as `python -m` does: a StartupError is its message and exit code."""
+    try:
+        main()
+    except StartupError as exc:
+        print(f"Error: {exc.message}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -1,6 +1,38 @@
-"""`python -m gateway`: the same as `syncgate gateway`."""
+"""`python -m gateway`, and `syncgate gateway`: load the settings, build the app, serve it."""
 
-from cli.main import cli
+from __future__ import annotations
+
+import uvloop
+from aiohttp import web
+
+from common.logs import configure_logging
+from common.process import StartupError, load_settings, run_main, tune_collector
+from gateway.app import create_app
+from gateway.app_settings import AppSettingsError
+from gateway.settings import GatewaySettings
+from gateway.users import UsersFileError
+
+
+def main() -> None:
+    """Serve the gateway until SIGTERM or SIGINT; StartupError if it cannot start."""
+    settings = load_settings(GatewaySettings)
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        app = create_app(settings)
+    except (AppSettingsError, UsersFileError) as exc:
+        raise StartupError(str(exc)) from None
+    tune_collector()
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.reuse_port,
+        access_log=None,
+        print=None,
+        # uvloop: measured about 1.5x the default loop's throughput on this path (PERF-NOTES).
+        loop=uvloop.new_event_loop(),
+    )
+
 
 if __name__ == "__main__":
-    cli(["gateway"])
+    run_main(main)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gc
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,6 +78,18 @@ def test_gateway_refuses_to_start_without_session_keys(monkeypatch: object) -> N
     result = CliRunner(env={"SYNCGATE_SESSION_KEYS": None}).invoke(cli, ["gateway"])
     assert result.exit_code == 2
     assert "SYNCGATE_SESSION_KEYS" in result.output
+
+
+@pytest.mark.parametrize("module", ["gateway", "consumers"])
+def test_python_dash_m_stops_on_bad_settings_as_the_command_does(module: str) -> None:
+    """`python -m gateway` runs the same main as `syncgate gateway`: exit 2, no traceback."""
+    env = {**os.environ, "SYNCGATE_SESSION_KEYS": "not-a-key", "SYNCGATE_PREFETCH": "0"}
+    done = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", module], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2, done.stderr
+    assert "invalid settings" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 @pytest.fixture
