@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what the tests need, checks lint and types, runs every test
+# The test command: installs what the tests need, checks lint, types and the import layers,
+# runs every test
 # against the real local broker. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,5 +16,7 @@ echo "[test] ruff" >&2
 .venv/bin/ruff format --check .
 echo "[test] mypy --strict" >&2
 .venv/bin/mypy
+echo "[test] import-linter: the layers (pyproject.toml [tool.importlinter])" >&2
+.venv/bin/lint-imports --no-cache
 echo "[test] pytest" >&2
 exec .venv/bin/pytest "$@"
