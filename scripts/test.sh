@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need, checks lint, types and the import layers,
-# runs every test
-# against the real local broker. Extra arguments go to pytest.
+# then runs every test against the real local broker. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
