@@ -27,7 +27,7 @@ from faststream import FastStream
 from faststream.rabbit import Channel, ExchangeType, RabbitBroker, RabbitExchange, RabbitQueue
 from faststream.rabbit.schemas import QueueType
 
-from common.stores.runs_sqlite import RunStore
+from common.stores.runs_sqlite import SqliteRunStore
 from gateway.app_settings import load_app_settings
 from gateway.sessions import cookie_name
 from gateway.users import UserStore
@@ -119,7 +119,7 @@ async def healthz() -> dict[str, str]:
 
 def consumer_app() -> FastStream:
     """A FastStream subscriber on a durable quorum queue bound to the peer's exchange."""
-    store = RunStore(Path(_env("RUN_STORE")))
+    store = SqliteRunStore(Path(_env("RUN_STORE")))
     queue = RabbitQueue(
         _env("QUEUE"), queue_type=QueueType.QUORUM, durable=True, routing_key="confluence.#"
     )

@@ -13,6 +13,7 @@ from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
 from common.process import StartupError, load_settings
+from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 
 
 @contextlib.contextmanager
@@ -95,7 +96,7 @@ def users_add(email: str, name: str, users_file: Path) -> None:
     "--store",
     type=click.Path(dir_okay=False, path_type=Path),
     envvar="SYNCGATE_RUN_STORE",
-    default="syncgate-runs.sqlite3",
+    default=DEFAULT_RUN_STORE,
     show_default=True,
     help="The consumer's run store (SYNCGATE_RUN_STORE).",
 )
@@ -104,15 +105,13 @@ def runs(store: Path, limit: int) -> None:
     """List the most recent sync runs the consumer recorded."""
     from datetime import UTC, datetime
 
-    from common.stores.runs_sqlite import RunStore
+    from common.stores.backends import open_run_reader
+    from common.stores.runs import RunStoreUnavailable
 
-    if not store.exists():
-        raise click.ClickException(f"no run store at {store}")
-    run_store = RunStore(store)
     try:
-        rows = run_store.runs(limit=limit)
-    finally:
-        run_store.close()
+        rows = asyncio.run(open_run_reader(store).recent(limit=limit))
+    except RunStoreUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
     if not rows:
         click.echo("no runs yet")
     for run in rows:

@@ -6,7 +6,7 @@ event's name. The event's model must already be in `schemas.registry.REGISTRY`.
 
 from __future__ import annotations
 
-from common.stores.runs_sqlite import BatchedRunStore
+from common.stores.backends import open_run_store
 from consumers.handlers import Deps, Handler, record_confluence_sync
 from consumers.settings import ConsumerSettings
 
@@ -16,7 +16,7 @@ HANDLERS: dict[str, Handler] = {
 
 
 def build_deps(settings: ConsumerSettings) -> Deps:
-    store = BatchedRunStore(
+    store = open_run_store(
         settings.run_store, commit_delay=settings.commit_delay, full_at=settings.prefetch
     )
     return Deps(runs=store)

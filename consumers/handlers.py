@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from common.stores.runs_sqlite import BatchedRunStore, RunWrites
+from common.stores.runs import RunStore, RunWrites
 from schemas.events import ConfluenceAppSync
 
 
@@ -16,7 +16,7 @@ from schemas.events import ConfluenceAppSync
 class Deps:
     """What the consumer process holds: opened once by `bootstrap.build_deps`."""
 
-    runs: BatchedRunStore
+    runs: RunStore
 
 
 @dataclass(frozen=True, slots=True)

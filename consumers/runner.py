@@ -213,7 +213,7 @@ class Runner:
         # not both run the handler: the second waits for the first, then sees it processed.
         while (running := self._handling.get(event_id)) is not None:
             await running.wait()
-        if self._deps.runs.is_processed(event_id):
+        if await self._deps.runs.is_processed(event_id):
             return Decision(Settlement.DUPLICATE)
         self._handling[event_id] = finished = asyncio.Event()
         try:

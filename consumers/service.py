@@ -22,4 +22,4 @@ async def serve(settings: ConsumerSettings) -> None:
         async with serve_metrics(metrics, settings):
             await Runner(settings, HANDLERS, deps, metrics=metrics).run(stop)
     finally:
-        deps.runs.close()
+        await deps.runs.close()

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.logs import LogFormat
+from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.topology import ConsumerTopology, EventsTopology
 
 # The production topology's names and limits, the defaults of the settings that change them.
@@ -27,7 +28,7 @@ class ConsumerSettings(BaseSettings):
     max_attempts: int = Field(default=_DEFAULT.max_attempts, ge=1, le=20)
     retry_base_delay: float = Field(default=_DEFAULT.retry_base_delay, gt=0)
     delivery_limit: int = Field(default=_DEFAULT.delivery_limit, ge=1)
-    run_store: Path = Path("syncgate-runs.sqlite3")
+    run_store: Path = DEFAULT_RUN_STORE
     # How long a commit waits for more messages to share it (and its fsync and its ack),
     # unless every message the prefetch allows is already waiting; 0 commits after one turn of
     # the loop. Only the ack waits, never the publisher: 20 ms rather than 5 cut the consumer's

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from aiohttp import web
 from aiohttp_session import session_middleware
 
+from common.stores.backends import open_run_reader
 from gateway.app_settings import AppSettingsProvider
 from gateway.csrf import csrf_middleware
 from gateway.idempotency import IdempotencyCache
@@ -19,6 +20,7 @@ from gateway.keys import (
     METRICS,
     PUBLISHER,
     REVOCATIONS,
+    RUNS,
     SETTINGS,
     USERS,
     Clock,
@@ -71,6 +73,7 @@ def create_app(
     # Both files are read now, so a missing or invalid one stops start-up with its reason.
     app[USERS] = UserStore(settings.users_file)
     app[APP_SETTINGS] = AppSettingsProvider(settings.app_settings_file)
+    app[RUNS] = open_run_reader(settings.run_store)
     # Outermost first; see gateway/middlewares.py for why this order.
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
     app.middlewares.extend(

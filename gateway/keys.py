@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
 from gateway.idempotency import IdempotencyCache
 from gateway.identity import SignedIn
@@ -27,6 +28,7 @@ IDEMPOTENCY = web.AppKey("idempotency", IdempotencyCache)
 REVOCATIONS = web.AppKey("revocations", RevocationList)
 LOGIN_LIMITS = web.AppKey("login_limits", LoginLimits)
 METRICS = web.AppKey("metrics", GatewayMetrics)
+RUNS = web.AppKey("runs", RunReader)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 SIGNED_IN = web.RequestKey("signed_in", SignedIn)

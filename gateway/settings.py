@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.logs import LogFormat
+from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.topology import EventsTopology
 
 
@@ -45,7 +46,7 @@ class GatewaySettings(BaseSettings):
     users_file: Path = Path("users.json")
     app_settings_file: Path = Path("app-settings.toml")
     # The consumer's SQLite run store, read-only here: GET /api/runs/{id} answers from it.
-    run_store: Path = Path("syncgate-runs.sqlite3")
+    run_store: Path = DEFAULT_RUN_STORE
 
     # No default: a key that ships with the code is a key every attacker has.
     session_keys: SecretStr

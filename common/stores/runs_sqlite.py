@@ -1,6 +1,6 @@
-"""The durable record of sync runs, and of which events were already processed (SQLite).
+"""The run store on SQLite: the one module that holds its schema and its queries.
 
-`RunStore` is the plain, blocking store (the CLI and tests use it). The consumer uses
+`SqliteRunStore` is the plain, blocking store (tests use it). The consumer uses
 `BatchedRunStore`: reads run on the event loop (a WAL read takes microseconds and never
 waits for the writer), and writes from all in-flight messages are committed together in one
 transaction. Every commit still waits for its fsync before any of its callers is told "done",
@@ -27,12 +27,12 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
 
+from common.stores.runs import Run, RunStoreUnavailable
 from schemas.events import ConfluenceAppSync
 
 _SCHEMA = """
@@ -86,21 +86,8 @@ def record_sync_write(event: ConfluenceAppSync, *, received_at: int) -> Write:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Run:
-    event_id: str
-    user_id: str
-    user_email: str
-    user_name: str
-    app_settings: str
-    data: str
-    event_ts: int
-    received_at: int
-    handled_at: int
-
-
-class RunStore:
-    """Blocking SQLite calls: the runner calls them from a worker thread."""
+class SqliteRunStore:
+    """Blocking SQLite calls, on one connection."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -179,8 +166,8 @@ class BatchedRunStore:
         commit_delay: float = 0.0,
         full_at: int | None = None,
     ) -> None:
-        self._writer = RunStore(path)  # one batch at a time, by `_flush` alone
-        self._reader = RunStore(path)
+        self._writer = SqliteRunStore(path)  # one batch at a time, by `_flush` alone
+        self._reader = SqliteRunStore(path)
         self._max_batch = max_batch
         self._commit_delay = commit_delay
         self._full_at = min(full_at or max_batch, max_batch)
@@ -190,12 +177,12 @@ class BatchedRunStore:
         self.commits = 0
         """Transactions committed so far: fewer than writers whenever batching helped."""
 
-    def is_processed(self, event_id: str) -> bool:
+    async def is_processed(self, event_id: str) -> bool:
         return self._reader.is_processed(event_id)
 
-    def unit_of_work(self) -> RunWrites:
+    def unit_of_work(self) -> BatchedRunWrites:
         """Writes staged while one message is handled, committed together with its mark."""
-        return RunWrites(self)
+        return BatchedRunWrites(self)
 
     async def commit(self, writes: list[Write]) -> None:
         """Commit these writes atomically, in the next batch; return once they are on disk."""
@@ -236,21 +223,12 @@ class BatchedRunStore:
             async with asyncio.timeout(self._commit_delay):
                 await self._batch_full.wait()
 
-    def get(self, event_id: str) -> Run | None:
-        return self._reader.get(event_id)
-
-    def runs(self, *, limit: int = 50) -> list[Run]:
-        return self._reader.runs(limit=limit)
-
-    def count(self) -> int:
-        return self._reader.count()
-
-    def close(self) -> None:
+    async def close(self) -> None:
         self._writer.close()
         self._reader.close()
 
 
-class RunWrites:
+class BatchedRunWrites:
     """One message's unit of work: what its handler records, plus "processed", in one commit.
 
     Committing the handler's record and the processed mark together means a redelivery
@@ -273,3 +251,63 @@ class RunWrites:
         writes, self._writes = self._writes, []
         if writes:
             await self._store.commit(writes)
+
+
+class SqliteRunReader:
+    """Reads the consumer's file without ever creating or writing it.
+
+    Each read opens the file read-only, so a store the consumer has not made yet stays
+    absent, and a store replaced on disk is read afresh.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        # Set once the consumer has created the table; tables are never dropped.
+        self._has_table = False
+
+    async def get(self, event_id: str) -> Run | None:
+        return await asyncio.to_thread(self._get, event_id)
+
+    async def recent(self, *, limit: int) -> list[Run]:
+        if not self._path.exists():
+            raise RunStoreUnavailable(f"no run store at {self._path}")
+        return await asyncio.to_thread(self._recent, limit)
+
+    def _get(self, event_id: str) -> Run | None:
+        if not self._path.exists():
+            return None
+        with self._reading() as db:
+            if not self._table_exists(db):
+                return None
+            row = db.execute("SELECT * FROM runs WHERE event_id = ?", (event_id,)).fetchone()
+        return None if row is None else Run(*row)
+
+    def _recent(self, limit: int) -> list[Run]:
+        with self._reading() as db:
+            if not self._table_exists(db):
+                return []
+            rows = db.execute(
+                "SELECT * FROM runs ORDER BY handled_at DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [Run(*row) for row in rows]
+
+    def _table_exists(self, db: sqlite3.Connection) -> bool:
+        # The consumer creates the table when it opens the store; until then, nothing ran.
+        if not self._has_table:
+            found = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+            ).fetchone()
+            self._has_table = found is not None
+        return self._has_table
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        # mode=ro: a missing file is an error rather than a new empty database.
+        uri = f"{self._path.resolve().as_uri()}?mode=ro"
+        try:
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=2.0)) as db:
+                yield db
+        except sqlite3.Error as exc:
+            raise RunStoreUnavailable(
+                f"the run store {self._path} cannot be read: {exc!r}"
+            ) from exc

@@ -15,6 +15,8 @@ from pathlib import Path
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
 
+from common.stores.runs import Run
+from common.stores.runs_sqlite import SqliteRunStore
 from consumers.handlers import Deps, Handler
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
@@ -164,6 +166,17 @@ def recorded_ids(run_store: Path) -> list[str]:
             return [row[0] for row in db.execute("SELECT event_id FROM runs")]
         except sqlite3.OperationalError:  # the consumer has not created its tables yet
             return []
+
+
+def stored_run(run_store: Path, event_id: str) -> Run | None:
+    """The run recorded for this event id, or None (read beside a running consumer)."""
+    if not run_store.exists():
+        return None
+    store = SqliteRunStore(run_store)
+    try:
+        return store.get(event_id)
+    finally:
+        store.close()
 
 
 def processed_ids(run_store: Path) -> list[str]:

@@ -23,6 +23,7 @@ from consumers.runner import Runner
 from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from tests.conftest import EMAIL, PASSWORD, BrokerNames
+from tests.integration.consumer_support import stored_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -124,7 +125,7 @@ async def test_sign_in_sync_and_see_the_run_handled(
         await page.screenshot(path=ARTIFACTS / "browser-sync-handled.png", full_page=True)
 
         # The page showed what really happened: this event, recorded for this user.
-        run = deps.runs.get(event_id)
+        run = stored_run(consumer_settings.run_store, event_id)
         assert run is not None
         assert run.user_email == EMAIL
         # No blocked script or style (the page's CSP), no JS error, and no failed request but
@@ -134,4 +135,4 @@ async def test_sign_in_sync_and_see_the_run_handled(
     finally:
         stop.set()
         await asyncio.wait_for(consuming, 10)
-        deps.runs.close()
+        await deps.runs.close()

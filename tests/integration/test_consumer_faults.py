@@ -23,6 +23,7 @@ from tests.integration.consumer_support import (
     restart_broker,
     running,
     start_consumer,
+    stored_run,
     wait_for_depth,
     wait_until,
 )
@@ -137,7 +138,9 @@ async def test_the_consumer_resumes_after_a_broker_restart(
         async with running(settings, HANDLERS, deps):
             before = sync_event("before")
             await publish_events(amqp, names.exchange, [before])
-            await wait_until(lambda: deps.runs.get(str(before.id)) is not None, "before")
+            await wait_until(
+                lambda: stored_run(settings.run_store, str(before.id)) is not None, "before"
+            )
 
             await restart_broker()
             restarted = time.monotonic()
@@ -150,12 +153,14 @@ async def test_the_consumer_resumes_after_a_broker_restart(
                 await wait_for_consumer(connection, settings.queue)
                 await publish_events(connection, names.exchange, [after])
             await wait_until(
-                lambda: deps.runs.get(str(after.id)) is not None, "after the restart", within=60
+                lambda: stored_run(settings.run_store, str(after.id)) is not None,
+                "after the restart",
+                within=60,
             )
             resumed = time.monotonic() - restarted
             await asyncio.wait_for(amqp.ready(), 60)  # the fixture deletes the queues through it
     finally:
-        deps.runs.close()
+        await deps.runs.close()
     print(
         f"reconnect: consumer restored; the event published after the restart was recorded "
         f"{resumed:.1f}s after start_app"

@@ -24,7 +24,9 @@ from tests.integration.consumer_support import (
     depth,
     publish_events,
     publish_raw,
+    recorded_ids,
     running,
+    stored_run,
     syncgate,
     wait_for_depth,
     wait_until,
@@ -55,7 +57,9 @@ async def test_a_poison_event_is_retried_with_growing_delays_then_dead_lettered_
             await wait_until(lambda: len(attempts) >= 1, "the first attempt")
             others = [sync_event(i) for i in range(20)]
             await publish_events(amqp, names.exchange, others)
-            await wait_until(lambda: deps.runs.count() == len(others), "the other events")
+            await wait_until(
+                lambda: len(recorded_ids(settings.run_store)) == len(others), "the other events"
+            )
             # The others were handled while the poison event waited in a retry queue.
             attempts_while_others_flowed = len(attempts)
             dlq_while_others_flowed = await depth(channel, settings.topology.dead_letter_queue)
@@ -63,7 +67,7 @@ async def test_a_poison_event_is_retried_with_growing_delays_then_dead_lettered_
             await wait_for_depth(channel, settings.topology.dead_letter_queue, 1)
             await wait_for_depth(channel, settings.queue, 0)
     finally:
-        deps.runs.close()
+        await deps.runs.close()
 
     assert attempts_while_others_flowed < settings.max_attempts
     assert dlq_while_others_flowed == 0
@@ -118,7 +122,7 @@ async def test_a_body_that_is_not_a_known_event_is_dead_lettered_at_once(
             await publish_raw(amqp, names.exchange, body, message_id)
             await wait_for_depth(channel, settings.topology.dead_letter_queue, 1)
     finally:
-        deps.runs.close()
+        await deps.runs.close()
 
     dlq = await channel.declare_queue(settings.topology.dead_letter_queue, passive=True)
     message = await dlq.get(timeout=5)
@@ -150,7 +154,7 @@ async def test_a_non_retryable_error_is_dead_lettered_after_one_attempt(
             await publish_events(amqp, names.exchange, [event])
             await wait_for_depth(channel, settings.topology.dead_letter_queue, 1)
     finally:
-        deps.runs.close()
+        await deps.runs.close()
 
     dlq = await channel.declare_queue(settings.topology.dead_letter_queue, passive=True)
     message = await dlq.get(timeout=5)
@@ -224,7 +228,9 @@ async def test_dlq_list_shows_without_removing_and_replay_brings_events_back(
             middle = str(events[1].id)
             code, output = await syncgate(settings, "dlq", "replay", "--id", middle)
             assert code == 0, output
-            await wait_until(lambda: deps.runs.get(middle) is not None, "the replayed event")
+            await wait_until(
+                lambda: stored_run(settings.run_store, middle) is not None, "the replayed event"
+            )
             assert await depth(channel, settings.topology.dead_letter_queue) == 2
 
             code, output = await syncgate(settings, "dlq", "replay", "--id", middle)
@@ -234,8 +240,10 @@ async def test_dlq_list_shows_without_removing_and_replay_brings_events_back(
             code, output = await syncgate(settings, "dlq", "replay", "--all")
             assert code == 0, output
             assert "replayed 2 of 2" in output
-            await wait_until(lambda: deps.runs.count() == 3, "every replayed event")
+            await wait_until(
+                lambda: len(recorded_ids(settings.run_store)) == 3, "every replayed event"
+            )
             assert await depth(channel, settings.topology.dead_letter_queue) == 0
-            print(f"dlq replay: recorded={deps.runs.count()} left in dlq=0")
+            print(f"dlq replay: recorded={len(recorded_ids(settings.run_store))} left in dlq=0")
     finally:
-        deps.runs.close()
+        await deps.runs.close()

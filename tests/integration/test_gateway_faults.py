@@ -25,6 +25,7 @@ from gateway.publisher import EventPublisher
 from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync
 from tests.conftest import AMQP_URL, AiohttpClient, BrokerNames, login
+from tests.integration.consumer_support import recorded_ids
 from tests.support.broker import broker_stopped, memory_alarm, rabbitmqctl
 from tests.support.gateway import Client, SyncResult, timed_sync, wait_readiness
 from tests.support.tcp_proxy import proxy_in_front_of
@@ -171,14 +172,16 @@ async def test_no_accepted_sync_is_lost_across_two_broker_restarts(
         # Only a 202 carries an event id.
         accepted = {result.event_id for result in results if result.event_id is not None}
         caught_up = time.monotonic() + 30
-        while not accepted <= (stored := await asyncio.to_thread(stored_ids, deps)):
+        while not accepted <= (
+            stored := await asyncio.to_thread(stored_ids, consumer_settings.run_store)
+        ):
             if time.monotonic() > caught_up:
                 break
             await asyncio.sleep(0.2)
     finally:
         stop_consumer.set()
         await asyncio.wait_for(consuming, 15)
-        deps.runs.close()
+        await deps.runs.close()
     # Closed now, not by aiohttp_client after `names` has cleaned up: a gateway still running
     # then would declare its revocation stream again once its link recovered.
     await client.close()
@@ -206,8 +209,8 @@ async def test_no_accepted_sync_is_lost_across_two_broker_restarts(
     assert len(accepted) == statuses[202], "two 202s shared an event id"
 
 
-def stored_ids(deps: Deps) -> set[str]:
-    return {run.event_id for run in deps.runs.runs(limit=1_000_000)}
+def stored_ids(run_store: Path) -> set[str]:
+    return set(recorded_ids(run_store))
 
 
 async def test_a_half_open_link_is_503_within_the_deadline_and_recovers(

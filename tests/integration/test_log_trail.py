@@ -63,7 +63,7 @@ async def test_one_grep_of_the_event_id_finds_the_request_and_the_ack(
         finally:
             stop.set()
             await asyncio.wait_for(consuming, 10)
-            deps.runs.close()
+            await deps.runs.close()
 
     trail = lines.grep(event_id)
     (answered,) = [r for r in trail if r["message"] == "POST /api/sync 202"]

@@ -77,7 +77,7 @@ async def test_the_consumers_connection_is_named_for_its_role_and_host(
     finally:
         stop.set()
         await asyncio.wait_for(consuming, 10)
-        deps.runs.close()
+        await deps.runs.close()
 
 
 async def test_the_gateways_connection_is_named_for_its_role_and_host(
@@ -127,7 +127,7 @@ async def test_the_queues_have_the_arguments_the_readme_documents(
     finally:
         stop.set()
         await asyncio.wait_for(consuming, 10)
-        deps.runs.close()
+        await deps.runs.close()
 
     assert work["type"] == dlq["type"] == retry["type"] == unrouted["type"] == "quorum"
     assert work["durable"] is True

@@ -96,7 +96,7 @@ async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Runner]:
                 stop.set()
                 await asyncio.wait_for(consuming, 10)
     finally:
-        deps.runs.close()
+        await deps.runs.close()
 
 
 async def test_traffic_moves_the_gateway_and_consumer_metrics(

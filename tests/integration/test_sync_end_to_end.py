@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.settings import GatewaySettings
 from schemas.export import SCHEMA_DIR
 from tests.conftest import AiohttpClient, BrokerNames, login
+from tests.integration.consumer_support import stored_run
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +94,7 @@ async def test_a_real_consumer_handles_and_acks_the_event(
         event_id = (await response.json())["id"]
 
         deadline = time.monotonic() + 10
-        while (run := deps.runs.get(event_id)) is None:
+        while (run := stored_run(consumer_settings.run_store, event_id)) is None:
             assert time.monotonic() < deadline, "the consumer never recorded the run"
             await asyncio.sleep(0.05)
         assert run.user_email == "ada@example.com"
@@ -103,7 +104,7 @@ async def test_a_real_consumer_handles_and_acks_the_event(
     finally:
         stop.set()
         await asyncio.wait_for(consuming, 10)
-        deps.runs.close()
+        await deps.runs.close()
 
     # With the consumer gone, anything it had not acked would be back in the queue.
     channel = await amqp.channel()

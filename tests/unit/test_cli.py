@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 
 from cli.main import cli
 from common.process import YOUNG_COLLECTION_THRESHOLD, tune_collector
-from common.stores.runs_sqlite import RunStore
+from common.stores.runs_sqlite import SqliteRunStore
 from tests.support.events import sync_event
 
 
@@ -63,7 +63,7 @@ def test_schemas_check_passes_on_the_committed_files() -> None:
 
 def test_runs_lists_recorded_runs(tmp_path: Path) -> None:
     store_path = tmp_path / "runs.sqlite3"
-    store = RunStore(store_path)
+    store = SqliteRunStore(store_path)
     event = sync_event("data")
     assert store.record_sync(event, received_at=1)
     assert not store.record_sync(event, received_at=2), "a redelivery is not recorded twice"
@@ -72,6 +72,18 @@ def test_runs_lists_recorded_runs(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert str(event.id) in result.output
     assert "ada@example.com" in result.output
+
+
+def test_runs_says_when_there_is_no_store_or_no_run_yet(tmp_path: Path) -> None:
+    missing = tmp_path / "none.sqlite3"
+    result = CliRunner().invoke(cli, ["runs", "--store", str(missing)])
+    assert result.exit_code == 1
+    assert f"no run store at {missing}" in result.output
+    assert not missing.exists(), "listing never creates the store"
+    SqliteRunStore(tmp_path / "empty.sqlite3").close()
+    result = CliRunner().invoke(cli, ["runs", "--store", str(tmp_path / "empty.sqlite3")])
+    assert result.exit_code == 0, result.output
+    assert "no runs yet" in result.output
 
 
 def test_gateway_refuses_to_start_without_session_keys(monkeypatch: object) -> None:

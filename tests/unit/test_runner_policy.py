@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractMessage
 from aiormq.abc import FieldValue
 
-from common.stores.runs_sqlite import BatchedRunStore, mark_processed_write
+from common.stores.runs_sqlite import BatchedRunStore, SqliteRunStore, mark_processed_write
 from consumers.errors import NonRetryableError, RetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.runner import (
@@ -100,10 +100,10 @@ def settings() -> ConsumerSettings:
 
 
 @pytest.fixture
-def runs(tmp_path: Path) -> Iterator[BatchedRunStore]:
+async def runs(tmp_path: Path) -> AsyncIterator[BatchedRunStore]:
     store = BatchedRunStore(tmp_path / "runs.sqlite3")
     yield store
-    store.close()
+    await store.close()
 
 
 class Calls:
@@ -150,7 +150,7 @@ async def test_a_handled_event_is_acked_and_remembered(
 
     assert decision == Decision(Settlement.ACK)
     assert [e.id for e in calls.events] == [event.id]
-    assert runs.is_processed(str(event.id))
+    assert await runs.is_processed(str(event.id))
 
 
 async def test_a_processed_event_is_a_duplicate_and_the_handler_is_not_called(
@@ -222,7 +222,7 @@ async def test_a_non_retryable_error_is_dead_lettered_on_the_first_attempt(
 
     assert (decision.settlement, decision.reason) == (Settlement.DEAD_LETTER, "handler_rejected")
     assert "space is gone" in decision.error
-    assert not runs.is_processed(str(event.id))
+    assert not await runs.is_processed(str(event.id))
 
 
 @pytest.mark.parametrize("exc", [RetryableError("later"), RuntimeError("boom")])
@@ -243,7 +243,7 @@ async def test_any_other_error_is_retried_while_attempts_remain(
         (Settlement.DEAD_LETTER, "retries_exhausted"),
     ]
     assert all(str(exc) in d.error for d in decisions)
-    assert not runs.is_processed(str(event.id))
+    assert not await runs.is_processed(str(event.id))
 
 
 @pytest.mark.parametrize(
@@ -367,8 +367,9 @@ async def test_two_copies_in_flight_at_once_run_the_handler_once(
 
 
 async def test_the_run_store_commits_concurrent_units_of_work_together(
-    runs: BatchedRunStore,
+    runs: BatchedRunStore, tmp_path: Path
 ) -> None:
+    recorded = SqliteRunStore(tmp_path / "runs.sqlite3")
     events = [sync_event() for _ in range(100)]
 
     async def handle(event: ConfluenceAppSync) -> None:
@@ -378,21 +379,22 @@ async def test_the_run_store_commits_concurrent_units_of_work_together(
         await writes.commit()
 
     await asyncio.gather(*(handle(e) for e in events))
-    assert runs.count() == 100
-    assert all(runs.is_processed(str(e.id)) for e in events)
+    assert recorded.count() == 100
+    assert all([await runs.is_processed(str(e.id)) for e in events])
     assert 1 <= runs.commits < 10, "one fsync should serve many messages"
     again = runs.unit_of_work()
     again.record_sync(events[0], received_at=2)
     await again.commit()
-    assert runs.count() == 100, "an event id is recorded once"
-    run = runs.get(str(events[0].id))
+    assert recorded.count() == 100, "an event id is recorded once"
+    run = recorded.get(str(events[0].id))
+    recorded.close()
     assert run is not None
     assert run.received_at == 1
 
 
 async def test_a_failed_commit_reaches_every_waiting_writer(tmp_path: Path) -> None:
     store = BatchedRunStore(tmp_path / "runs.sqlite3")
-    store.close()  # every write now fails inside the worker thread
+    await store.close()  # every write now fails inside the worker thread
     results = await asyncio.gather(
         *(store.commit([mark_processed_write(f"id-{n}")]) for n in range(5)),
         return_exceptions=True,
@@ -418,9 +420,9 @@ async def test_writers_arriving_within_the_commit_delay_share_one_commit(
     try:
         await asyncio.wait_for(_arriving_one_by_one(store, 10), timeout=10.0)
         assert store.commits == 1
-        assert all(store.is_processed(f"id-{n}") for n in range(10))
+        assert all([await store.is_processed(f"id-{n}") for n in range(10)])
     finally:
-        store.close()
+        await store.close()
 
 
 async def test_without_a_commit_delay_writers_arriving_apart_commit_apart(
@@ -431,14 +433,14 @@ async def test_without_a_commit_delay_writers_arriving_apart_commit_apart(
         await _arriving_one_by_one(store, 10)
         assert store.commits > 1
     finally:
-        store.close()
+        await store.close()
 
 
 async def test_a_lone_writer_is_committed_once_the_delay_is_up(tmp_path: Path) -> None:
     store = BatchedRunStore(tmp_path / "runs.sqlite3", commit_delay=0.05, full_at=64)
     try:
         await asyncio.wait_for(store.commit([mark_processed_write("alone")]), timeout=10.0)
-        assert store.is_processed("alone")
+        assert await store.is_processed("alone")
         assert store.commits == 1
     finally:
-        store.close()
+        await store.close()

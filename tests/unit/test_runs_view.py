@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from common.stores.runs_sqlite import RunStore
+from common.stores.runs_sqlite import SqliteRunStore
 from gateway.app import create_app
 from gateway.app_settings import load_app_settings
 from gateway.settings import GatewaySettings
@@ -24,7 +25,7 @@ ADA = EventUser(id="u-ada", email="ada@example.com", name="Ada Lovelace")
 def record_run(store: Path, app_settings_file: Path, user: EventUser = ADA) -> str:
     """Record a run as the consumer's handler does; return its event id."""
     event = ConfluenceAppSync.new(user=user, app_settings=load_app_settings(app_settings_file))
-    runs = RunStore(store)
+    runs = SqliteRunStore(store)
     try:
         runs.record_sync(event, received_at=1_700_000_000_000)
     finally:
@@ -88,6 +89,22 @@ async def test_before_the_consumer_made_its_store_every_run_is_pending(
     response = await client.get(f"/api/runs/{event_id}")
     assert await response.json() == {"id": event_id, "status": "pending"}
     assert not store.exists(), "the gateway must never create the consumer's store"
+
+
+async def test_a_store_file_without_its_tables_yet_is_pending_not_503(
+    aiohttp_client: AiohttpClient, make_settings: Callable[..., GatewaySettings], tmp_path: Path
+) -> None:
+    # The consumer has opened the file but not yet created its tables (or another tool made
+    # an empty database there): nothing has run, which is not an outage.
+    store = tmp_path / "runs.sqlite3"
+    sqlite3.connect(store).close()
+    assert store.exists()
+    client = await client_for(aiohttp_client, make_settings(run_store=store))
+    event_id = str(uuid.uuid4())
+
+    response = await client.get(f"/api/runs/{event_id}")
+    assert response.status == 200
+    assert await response.json() == {"id": event_id, "status": "pending"}
 
 
 async def test_an_unreadable_store_is_503_and_a_bad_id_404(
