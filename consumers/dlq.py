@@ -19,36 +19,17 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from common.amqp import connection_name
-from consumers.runner import (
+from common.republish import (
     ATTEMPT_HEADER,
+    DEAD_LETTER_HEADERS,
     DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
     REASON_HEADER,
+    REPLAYED_HEADER,
     ROUTING_KEY_HEADER,
-    SOURCE_QUEUE_HEADER,
+    republished,
 )
 from consumers.settings import ConsumerSettings
-
-REPLAYED_HEADER = "x-syncgate-replayed"
-# What a dead-lettering leaves on a message; a replayed event starts afresh without it.
-_DEAD_LETTER_HEADERS = frozenset(
-    {
-        ATTEMPT_HEADER,
-        REASON_HEADER,
-        ERROR_HEADER,
-        ROUTING_KEY_HEADER,
-        SOURCE_QUEUE_HEADER,
-        DEAD_LETTERED_AT_HEADER,
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-delivery-count",
-    }
-)
 
 
 class DeadLetterError(Exception):
@@ -119,18 +100,8 @@ def describe(message: AbstractIncomingMessage, work_queue: str) -> DeadLetter:
 
 def replay_message(message: AbstractIncomingMessage, replays: int) -> aio_pika.Message:
     """The event as the gateway sent it: first attempt again, the dead-letter headers gone."""
-    headers = {k: v for k, v in (message.headers or {}).items() if k not in _DEAD_LETTER_HEADERS}
-    return aio_pika.Message(
-        body=message.body,
-        headers={**headers, ATTEMPT_HEADER: 1, REPLAYED_HEADER: replays},
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        app_id=message.app_id,
+    return republished(
+        message, {ATTEMPT_HEADER: 1, REPLAYED_HEADER: replays}, without=DEAD_LETTER_HEADERS
     )
 
 

@@ -8,17 +8,24 @@ import enum
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage
-from aiormq.abc import FieldValue
 from pydantic import ValidationError
 
 from common.amqp import connect_with_retry
 from common.logs import correlation_id_var, event_id_var
+from common.republish import (
+    ATTEMPT_HEADER,
+    DEAD_LETTERED_AT_HEADER,
+    ERROR_HEADER,
+    REASON_HEADER,
+    ROUTING_KEY_HEADER,
+    SOURCE_QUEUE_HEADER,
+    Delivered,
+    republished,
+)
 from common.topology import declare_consumer_topology
 from consumers.acks import BatchedAcks, Settleable
 from consumers.errors import NonRetryableError
@@ -29,12 +36,6 @@ from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
 
 log = logging.getLogger(__name__)
 
-ATTEMPT_HEADER = "x-syncgate-attempt"
-ROUTING_KEY_HEADER = "x-syncgate-routing-key"
-REASON_HEADER = "x-syncgate-reason"
-ERROR_HEADER = "x-syncgate-error"
-DEAD_LETTERED_AT_HEADER = "x-syncgate-dead-lettered-at"
-SOURCE_QUEUE_HEADER = "x-syncgate-source-queue"
 # One more than the tasks between a delivery frame and our callback starting (see `run`).
 _DELIVERY_TASK_HOPS = 3
 
@@ -52,29 +53,12 @@ class Settlement(enum.Enum):
     """It can never succeed, or attempts ran out: park it in the DLQ with the reason."""
 
 
-class Delivery(Settleable, Protocol):
-    """What the runner reads from a delivered message; how it is settled comes from Settleable."""
+class Delivery(Settleable, Delivered, Protocol):
+    """What the runner reads from a delivered message; how it is settled comes from Settleable,
+    and what a republished copy keeps from Delivered."""
 
     @property
-    def body(self) -> bytes: ...
-    @property
-    def headers(self) -> dict[str, FieldValue]: ...
-    @property
     def routing_key(self) -> str | None: ...
-    @property
-    def content_type(self) -> str | None: ...
-    @property
-    def content_encoding(self) -> str | None: ...
-    @property
-    def message_id(self) -> str | None: ...
-    @property
-    def correlation_id(self) -> str | None: ...
-    @property
-    def type(self) -> str | None: ...
-    @property
-    def timestamp(self) -> datetime | None: ...
-    @property
-    def app_id(self) -> str | None: ...
 
 
 class Republisher(Protocol):
@@ -95,21 +79,6 @@ class Decision:
 def attempt_of(message: Delivery) -> int:
     value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
     return value if isinstance(value, int) and value >= 1 else 1
-
-
-def _copy(message: Delivery, headers: dict[str, Any]) -> aio_pika.Message:
-    return aio_pika.Message(
-        body=message.body,
-        headers={**(message.headers or {}), **headers},
-        content_type=message.content_type,
-        content_encoding=message.content_encoding,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        message_id=message.message_id,
-        correlation_id=message.correlation_id,
-        type=message.type,
-        timestamp=message.timestamp,
-        app_id=message.app_id,
-    )
 
 
 class Runner:
@@ -247,7 +216,7 @@ class Runner:
             assert self._retry_exchange is not None
             # Confirmed before the ack: a crash in between duplicates, never loses.
             await self._retry_exchange.publish(
-                _copy(
+                republished(
                     message,
                     {
                         ATTEMPT_HEADER: attempt + 1,
@@ -262,7 +231,7 @@ class Runner:
             log.error("dead-lettering the message: %s: %s", decision.reason, decision.error)
             assert self._dead_letter_exchange is not None
             await self._dead_letter_exchange.publish(
-                _copy(
+                republished(
                     message,
                     {
                         REASON_HEADER: decision.reason,

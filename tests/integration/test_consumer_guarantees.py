@@ -11,11 +11,11 @@ from pathlib import Path
 import aio_pika
 import pytest
 
+from common.republish import ATTEMPT_HEADER, REASON_HEADER, ROUTING_KEY_HEADER
 from common.topology import declare_events_exchange
 from consumers.bootstrap import build_deps
 from consumers.errors import NonRetryableError
 from consumers.handlers import HandlerDeps, record_confluence_sync
-from consumers.runner import ATTEMPT_HEADER, REASON_HEADER, ROUTING_KEY_HEADER
 from schemas.events import ConfluenceAppSync
 from tests.conftest import BrokerNames
 from tests.integration.consumer_support import (

@@ -15,16 +15,18 @@ import pytest
 from aio_pika.abc import AbstractMessage
 from aiormq.abc import FieldValue
 
-from common.stores.runs_sqlite import BatchedRunStore, SqliteRunStore, mark_processed_write
-from consumers.errors import NonRetryableError, RetryableError
-from consumers.handlers import Deps, Handler, HandlerDeps
-from consumers.runner import (
+from common.republish import (
     ATTEMPT_HEADER,
     DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
     SOURCE_QUEUE_HEADER,
+)
+from common.stores.runs_sqlite import BatchedRunStore, SqliteRunStore, mark_processed_write
+from consumers.errors import NonRetryableError, RetryableError
+from consumers.handlers import Deps, Handler, HandlerDeps
+from consumers.runner import (
     Decision,
     Runner,
     Settlement,
