@@ -7,8 +7,8 @@ from aiohttp import web
 
 from common.logs import configure_logging
 from common.process import StartupError, load_settings, run_main, tune_collector
-from gateway.app import create_app
 from gateway.app_settings import AppSettingsError
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from gateway.users import UsersFileError
 
@@ -18,7 +18,7 @@ def main() -> None:
     settings = load_settings(GatewaySettings)
     configure_logging(settings.log_format, settings.log_level)
     try:
-        app = create_app(settings)
+        app = build_app(settings)
     except (AppSettingsError, UsersFileError) as exc:
         raise StartupError(str(exc)) from None
     tune_collector()

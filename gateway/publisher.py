@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Protocol
 
 import aio_pika
 import aiormq
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel
 
 from common.amqp import connect_with_retry
 from common.logs import correlation_id_var, event_id_var
 from common.topology import EventsTopology, declare_events_exchange
 from gateway.errors import BrokerUnavailable
+from gateway.lifecycle import BackgroundLink, Managed
 from gateway.message_properties import message_properties
 from gateway.metrics import GatewayMetrics, PublishOutcome
+from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync
 from schemas.registry import routing_key_for
 
@@ -26,7 +27,7 @@ log = logging.getLogger(__name__)
 _RETRY_PAUSE = 0.05
 
 
-class EventPublisher(Protocol):
+class EventPublisher(Managed, Protocol):
     @property
     def ready(self) -> bool:
         """The broker connection is open and the exchange is declared."""
@@ -41,7 +42,7 @@ def message_body(event: ConfluenceAppSync) -> bytes:
     return event.model_dump_json().encode()
 
 
-class AmqpPublisher:
+class AmqpPublisher(BackgroundLink):
     """One robust connection and one confirming channel, opened in the background.
 
     The gateway starts and serves /healthz even while the broker is down; publishes wait for
@@ -55,24 +56,30 @@ class AmqpPublisher:
         *,
         deadline: float,
         retry_after: int,
-        metrics: GatewayMetrics | None = None,
+        metrics: GatewayMetrics,
     ):
+        super().__init__("syncgate-broker-open")
         self._url = url
         self._topology = topology
         self._deadline = deadline
         self._retry_after = retry_after
-        self._metrics = metrics if metrics is not None else GatewayMetrics()
+        self._metrics = metrics
         # Set while the channel is open with the exchange declared; cleared when the channel
         # closes (the broker went away) and set again once the robust channel has reopened and
         # re-declared the exchange. Publishes wait on it, within their deadline.
         self._link_up = asyncio.Event()
-        self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._opener: asyncio.Task[None] | None = None
         self._closing = False
 
-    def start(self) -> None:
-        self._opener = asyncio.create_task(self._open(), name="syncgate-broker-open")
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, metrics: GatewayMetrics) -> AmqpPublisher:
+        return cls(
+            settings.amqp_url.get_secret_value(),
+            settings.topology,
+            deadline=settings.publish_deadline,
+            retry_after=settings.retry_after,
+            metrics=metrics,
+        )
 
     async def _open(self) -> None:
         try:
@@ -231,9 +238,4 @@ class AmqpPublisher:
 
     async def close(self) -> None:
         self._closing = True
-        if self._opener is not None:
-            self._opener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._opener
-        if self._connection is not None:
-            await self._connection.close()
+        await super().close()

@@ -16,19 +16,19 @@ is ordered, so once the nonce comes back every earlier revocation has been read.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Protocol
 
 import aio_pika
 import orjson
-from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel, AbstractRobustConnection
-from aiohttp import web
+from aio_pika.abc import AbstractIncomingMessage, AbstractRobustChannel
 
 from common.amqp import connect_with_retry
 from gateway.errors import BrokerUnavailable
+from gateway.lifecycle import BackgroundLink, Managed
+from gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 _PREFETCH = 256
 
 
-class RevocationList(Protocol):
+class RevocationList(Managed, Protocol):
     @property
     def ready(self) -> bool:
         """Every revocation made before this gateway started is known."""
@@ -74,24 +74,7 @@ class RevokedSessions:
         return len(self._until)
 
 
-class LocalRevocations:
-    """Revocations inside one process: for tests and a single gateway without a broker."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.revoked = RevokedSessions(clock)
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    def is_revoked(self, session_id: str) -> bool:
-        return session_id in self.revoked
-
-    async def revoke(self, session_id: str, *, until: float) -> None:
-        self.revoked.add(session_id, until)
-
-
-class StreamRevocations:
+class StreamRevocations(BackgroundLink):
     """Revocations shared through a RabbitMQ stream; see the module docstring."""
 
     def __init__(
@@ -104,6 +87,7 @@ class StreamRevocations:
         deadline: float,
         retry_after: int,
     ) -> None:
+        super().__init__("syncgate-revocations-open")
         self._url = url
         self._stream = stream
         self._max_age = max_age
@@ -112,12 +96,20 @@ class StreamRevocations:
         self.revoked = RevokedSessions(clock)
         self._marker = secrets.token_hex(16)
         self._caught_up = asyncio.Event()
-        self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
-        self._opener: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._opener = asyncio.create_task(self._open(), name="syncgate-revocations-open")
+    @classmethod
+    def from_settings(
+        cls, settings: GatewaySettings, clock: Callable[[], float]
+    ) -> StreamRevocations:
+        return cls(
+            settings.amqp_url.get_secret_value(),
+            settings.revocation_stream,
+            max_age=settings.session_absolute_timeout,
+            clock=clock,
+            deadline=settings.publish_deadline,
+            retry_after=settings.retry_after,
+        )
 
     async def _open(self) -> None:
         try:
@@ -188,24 +180,3 @@ class StreamRevocations:
         )
         # Confirmed and mandatory: returns only once the stream has stored it.
         await self._channel.default_exchange.publish(message, self._stream, mandatory=True)
-
-    async def close(self) -> None:
-        if self._opener is not None:
-            self._opener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._opener
-        if self._connection is not None:
-            await self._connection.close()
-
-
-def stream_ctx(
-    revocations: StreamRevocations,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """Follows the revocation stream from start-up to shutdown (an app cleanup_ctx)."""
-
-    async def ctx(app: web.Application) -> AsyncIterator[None]:
-        revocations.start()
-        yield
-        await revocations.close()
-
-    return ctx

@@ -17,30 +17,15 @@ from aiohttp.test_utils import TestClient
 from cryptography.fernet import Fernet
 
 from consumers.settings import ConsumerSettings
-from gateway.errors import BrokerUnavailable
 from gateway.settings import GatewaySettings
 from gateway.users import UserRecord, UsersFile, hash_password
-from schemas.events import ConfluenceAppSync
+from tests.support.fakes import FakePublisher
 
 AMQP_URL = os.environ.get("SYNCGATE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 PASSWORD = "correct horse battery staple"
 EMAIL = "ada@example.com"
 
 AiohttpClient = Callable[..., Any]
-
-
-class FakePublisher:
-    """Stands in for the broker in unit tests: records what would have been published."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[ConfluenceAppSync, str]] = []
-        self.fail_with: BrokerUnavailable | None = None
-        self.ready = True
-
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.published.append((event, correlation_id))
 
 
 @pytest.fixture(scope="session")

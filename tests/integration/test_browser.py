@@ -20,7 +20,7 @@ from pytest_aiohttp import AiohttpServer
 
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.runner import Runner
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import EMAIL, PASSWORD, BrokerNames
 from tests.integration.consumer_support import stored_run
@@ -86,7 +86,7 @@ async def test_sign_in_sync_and_see_the_run_handled(
     try:
         await asyncio.wait_for(runner.consuming.wait(), 10)
         settings = make_settings(**names.gateway_overrides(), run_store=consumer_settings.run_store)
-        server: TestServer = await aiohttp_server(create_app(settings))
+        server: TestServer = await aiohttp_server(build_app(settings))
         base_url = str(server.make_url("")).rstrip("/")
         await wait_ready(base_url)
 

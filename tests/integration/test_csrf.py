@@ -7,7 +7,7 @@ from collections.abc import Callable
 import aio_pika
 import pytest
 
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, BrokerNames, login
 from tests.support.gateway import Client, wait_readiness
@@ -21,7 +21,7 @@ async def test_csrf_failures_publish_nothing_to_the_exchange(
     names: BrokerNames,
     amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
-    client: Client = await aiohttp_client(create_app(make_settings(**names.gateway_overrides())))
+    client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
     await wait_readiness(client, 200, within=10)
     channel = await amqp.channel()
     probe = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)

@@ -37,7 +37,7 @@ import requests
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AMQP_URL, BrokerNames, delete_topology
 from tests.support import fuzz_auth
@@ -102,7 +102,7 @@ def gateway(
     stop = asyncio.Event()
 
     async def serve() -> None:
-        runner = web.AppRunner(create_app(settings))
+        runner = web.AppRunner(build_app(settings))
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

@@ -19,7 +19,7 @@ from consumers.bootstrap import HANDLERS, build_deps
 from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.runner import Decision, Delivery, Runner, Settlement
 from consumers.settings import ConsumerSettings
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.keys import PUBLISHER
 from gateway.publisher import EventPublisher
 from gateway.settings import GatewaySettings
@@ -59,7 +59,7 @@ async def gateway(
         retry_after=RETRY_AFTER,
         **overrides,
     )
-    app = create_app(settings)
+    app = build_app(settings)
     if prepare is not None:
         prepare(app)
     client: Client = await aiohttp_client(app)
@@ -264,6 +264,13 @@ class RecordingPublisher:
     @property
     def ready(self) -> bool:
         return self._inner.ready
+
+    # The app's cleanup context starts and closes the inner publisher itself.
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
 
     async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
         self.attempted.append(str(event.id))

@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.runner import Runner
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, BrokerNames, login
 from tests.log_capture import json_log_lines
@@ -40,7 +40,7 @@ async def test_one_grep_of_the_event_id_finds_the_request_and_the_ack(
         try:
             await asyncio.wait_for(runner.consuming.wait(), 10)
             client: Client = await aiohttp_client(
-                create_app(make_settings(**names.gateway_overrides()))
+                build_app(make_settings(**names.gateway_overrides()))
             )
             deadline = time.monotonic() + 10
             while (await client.get("/readyz")).status != 200:

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.runner import Runner
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, BrokerNames, management_get
 
@@ -88,7 +88,7 @@ async def test_the_gateways_connection_is_named_for_its_role_and_host(
 ) -> None:
     expected = f"syncgate-gateway@{socket.gethostname()}"
     before = set(await connection_names())
-    client: Client = await aiohttp_client(create_app(make_settings(**names.gateway_overrides())))
+    client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
     await wait_ready(client)
 
     async def new_gateway_connections() -> set[str]:

@@ -19,13 +19,16 @@ from consumers.bootstrap import HANDLERS, build_deps
 from consumers.metrics import OUTCOMES, ConsumerMetrics, serve_metrics
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
-from gateway.app import create_app
 from gateway.app_settings import load_app_settings
-from gateway.revocation import LocalRevocations
+from gateway.bootstrap import build_app
+from gateway.metrics import GatewayMetrics
+from gateway.publisher import AmqpPublisher
 from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync, EventUser
 from tests.conftest import AiohttpClient, BrokerNames, login
 from tests.integration.consumer_support import publish_event
+from tests.support.app import gateway_app
+from tests.support.fakes import LocalRevocations
 from tests.support.gateway import wait_readiness
 
 pytestmark = pytest.mark.integration
@@ -113,7 +116,7 @@ async def test_traffic_moves_the_gateway_and_consumer_metrics(
     )
     async with running_consumer(consumer_settings):
         client: Client = await aiohttp_client(
-            create_app(
+            build_app(
                 make_settings(**names.gateway_overrides(), run_store=consumer_settings.run_store)
             )
         )
@@ -226,7 +229,13 @@ async def test_a_publish_past_its_deadline_is_counted_as_such(
     # Nothing listens on port 1: the publish waits for a link that never comes up.
     settings = make_settings(amqp_url="amqp://guest:guest@127.0.0.1:1/", publish_deadline=0.3)
     # Logouts kept in-process: the session check must not wait for the broker too.
-    app = create_app(settings, revocations=LocalRevocations(time.time))
+    metrics = GatewayMetrics()
+    app = gateway_app(
+        settings,
+        publisher=AmqpPublisher.from_settings(settings, metrics),
+        metrics=metrics,
+        revocations=LocalRevocations(time.time),
+    )
     client: Client = await aiohttp_client(app)
     await login(client)
     assert (await client.post("/api/sync", json={})).status == 503

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import aio_pika
 import pytest
 
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, BrokerNames, login
 from tests.support.broker import broker_stopped
@@ -26,7 +26,7 @@ async def gateway(
     names: BrokerNames,
 ) -> Client:
     settings = make_settings(**names.gateway_overrides(), publish_deadline=DEADLINE, retry_after=2)
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(build_app(settings))
     await wait_readiness(client, 200, within=10)
     await login(client)
     return client

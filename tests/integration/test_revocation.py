@@ -21,7 +21,7 @@ import aio_pika
 import aiohttp
 import pytest
 
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AMQP_URL, EMAIL, PASSWORD, AiohttpClient, BrokerNames
 from tests.support.gateway import Client, wait_readiness
@@ -169,7 +169,7 @@ async def test_known_revocations_hold_while_the_broker_is_unreachable(
 ) -> None:
     async with proxy_in_front_of(AMQP_URL) as (proxy, url):
         settings = make_settings(**names.gateway_overrides(), amqp_url=url, publish_deadline=1.0)
-        client: Client = await aiohttp_client(create_app(settings))
+        client: Client = await aiohttp_client(build_app(settings))
         try:
             await wait_readiness(client, 200, within=10)
             logins = []

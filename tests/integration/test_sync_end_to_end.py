@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.runner import Runner
-from gateway.app import create_app
+from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from schemas.export import SCHEMA_DIR
 from tests.conftest import AiohttpClient, BrokerNames, login
@@ -40,7 +40,7 @@ async def test_a_sync_is_published_once_with_the_right_properties(
     names: BrokerNames,
     amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
-    client: Client = await aiohttp_client(create_app(make_settings(**names.gateway_overrides())))
+    client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
     await wait_ready(client)
     channel = await amqp.channel()
     exchange = await channel.get_exchange(names.exchange)
@@ -84,9 +84,7 @@ async def test_a_real_consumer_handles_and_acks_the_event(
     consuming = asyncio.create_task(runner.run(stop))
     try:
         await asyncio.wait_for(runner.consuming.wait(), 10)
-        client: Client = await aiohttp_client(
-            create_app(make_settings(**names.gateway_overrides()))
-        )
+        client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
         await wait_ready(client)
         await login(client)
         response = await client.post("/api/sync", json={"data": {"pages": [1, 2]}})
@@ -121,7 +119,7 @@ async def test_an_unreachable_broker_is_503_with_retry_after(
     settings = make_settings(
         amqp_url="amqp://guest:guest@127.0.0.1:1/", publish_deadline=0.5, retry_after=3
     )
-    client: Client = await aiohttp_client(create_app(settings))
+    client: Client = await aiohttp_client(build_app(settings))
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 503
     await login(client)
@@ -144,7 +142,7 @@ async def test_the_request_id_is_the_messages_correlation_id(
     offered: str,
     echoed: bool,
 ) -> None:
-    client: Client = await aiohttp_client(create_app(make_settings(**names.gateway_overrides())))
+    client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
     await wait_ready(client)
     channel = await amqp.channel()
     queue = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)

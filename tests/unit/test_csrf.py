@@ -10,9 +10,10 @@ from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from cryptography.fernet import Fernet
 
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.conftest import EMAIL, PASSWORD, AiohttpClient, FakePublisher, login
+from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 STATE_CHANGING = ["/api/sync", "/api/route", "/api/auth/logout"]
@@ -25,7 +26,7 @@ async def make_client(
     **overrides: Any,
 ) -> Client:
     client: Client = await aiohttp_client(
-        create_app(make_settings(**overrides), publisher=publisher)
+        gateway_app(make_settings(**overrides), publisher=publisher)
     )
     return client
 

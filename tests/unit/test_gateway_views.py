@@ -8,10 +8,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.errors import BrokerUnavailable
 from gateway.settings import GatewaySettings
-from tests.conftest import EMAIL, PASSWORD, AiohttpClient, FakePublisher, login
+from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 
@@ -23,7 +24,7 @@ async def make_client(
     **overrides: Any,
 ) -> Client:
     client: Client = await aiohttp_client(
-        create_app(make_settings(**overrides), publisher=publisher)
+        gateway_app(make_settings(**overrides), publisher=publisher)
     )
     return client
 

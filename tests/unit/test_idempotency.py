@@ -14,12 +14,13 @@ from multidict import CIMultiDict
 from pydantic import JsonValue
 
 from gateway import idempotency
-from gateway.app import create_app
 from gateway.errors import BrokerUnavailable, IdempotencyKeyReused
 from gateway.idempotency import IdempotencyCache, Outcome
 from gateway.settings import GatewaySettings
 from schemas.events import AppSettings, ConfluenceAppSync, EventUser
-from tests.conftest import AiohttpClient, FakePublisher, login
+from tests.conftest import AiohttpClient, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 MiB = 1024 * 1024
@@ -58,7 +59,7 @@ async def signed_in_client(
     make_settings: Callable[..., GatewaySettings],
     publisher: FakePublisher,
 ) -> Client:
-    client: Client = await aiohttp_client(create_app(make_settings(), publisher=publisher))
+    client: Client = await aiohttp_client(gateway_app(make_settings(), publisher=publisher))
     await login(client)
     return client
 

@@ -20,10 +20,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from gateway.app import create_app
 from gateway.responses import ErrorBody
 from gateway.settings import GatewaySettings
-from tests.conftest import AiohttpClient, FakePublisher, login
+from tests.conftest import AiohttpClient, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 
@@ -82,7 +83,7 @@ async def client(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> Client:
-    signed_in: Client = await aiohttp_client(create_app(make_settings(), publisher=fake_publisher))
+    signed_in: Client = await aiohttp_client(gateway_app(make_settings(), publisher=fake_publisher))
     await login(signed_in)
     return signed_in
 

@@ -10,12 +10,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway import users
-from gateway.app import create_app
 from gateway.errors import TooManyAttempts
 from gateway.login_limits import FailureCounter, LoginLimits
 from gateway.settings import GatewaySettings
 from gateway.users import UserStore
-from tests.conftest import EMAIL, PASSWORD, AiohttpClient, FakePublisher
+from tests.conftest import EMAIL, PASSWORD, AiohttpClient
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 
@@ -41,7 +42,7 @@ async def test_the_sixth_bad_password_is_429_until_the_lockout_ends(
     clock = FakeClock()
     settings = make_settings(login_max_failures=5, login_lockout_base=30)
     client: Client = await aiohttp_client(
-        create_app(settings, publisher=fake_publisher, clock=clock)
+        gateway_app(settings, publisher=fake_publisher, clock=clock)
     )
     assert [await attempt(client, "wrong") for _ in range(5)] == [(401, None)] * 5
     response = await client.post("/api/auth/login", json={"email": EMAIL, "password": "wrong"})
@@ -67,7 +68,7 @@ async def test_the_lockout_doubles_with_each_further_failure(
     clock = FakeClock()
     settings = make_settings(login_max_failures=2, login_lockout_base=30, login_lockout_max=100)
     client: Client = await aiohttp_client(
-        create_app(settings, publisher=fake_publisher, clock=clock)
+        gateway_app(settings, publisher=fake_publisher, clock=clock)
     )
     retry_afters = []
     for _ in range(4):
@@ -84,7 +85,7 @@ async def test_an_address_guessing_across_accounts_is_locked_out(
     fake_publisher: FakePublisher,
 ) -> None:
     settings = make_settings(login_max_failures=5, login_max_failures_per_address=8)
-    client: Client = await aiohttp_client(create_app(settings, publisher=fake_publisher))
+    client: Client = await aiohttp_client(gateway_app(settings, publisher=fake_publisher))
     statuses = [(await attempt(client, "wrong", email=f"user{i}@example.com"))[0] for i in range(9)]
     assert statuses == [401] * 8 + [429]
 
@@ -132,7 +133,7 @@ async def test_an_unknown_email_costs_a_scrypt_check_like_a_known_one(
     assert checked == [users._DUMMY_HASH]
     assert checked[0].startswith(f"scrypt${users.LOG2_N}$")  # the same cost as a real hash
 
-    client: Client = await aiohttp_client(create_app(make_settings(), publisher=fake_publisher))
+    client: Client = await aiohttp_client(gateway_app(make_settings(), publisher=fake_publisher))
     assert (await attempt(client, PASSWORD, email="nobody@example.com"))[0] == 401
     assert (await attempt(client, "wrong"))[0] == 401
     assert len(checked) == 3

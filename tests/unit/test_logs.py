@@ -14,10 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from common.logs import correlation_id_var, event_id_var, log_handler, request_id_var
-from gateway.app import create_app
 from gateway.settings import GatewaySettings
-from tests.conftest import AiohttpClient, FakePublisher, login
+from tests.conftest import AiohttpClient, login
 from tests.log_capture import json_log_lines
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 log = logging.getLogger("tests.logs")
 
@@ -147,7 +148,7 @@ async def test_the_gateway_logs_each_request_as_json_with_its_request_id(
     fake_publisher: FakePublisher,
 ) -> None:
     client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        create_app(make_settings(), publisher=fake_publisher)
+        gateway_app(make_settings(), publisher=fake_publisher)
     )
     await login(client)
     with json_log_lines() as lines:

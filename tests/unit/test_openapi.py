@@ -13,13 +13,14 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode
 
-from gateway.app import create_app
 from gateway.body import NoBody
 from gateway.openapi import REF_TEMPLATE
 from gateway.responses import ErrorBody, LoginResponse, SessionResponse, SyncAccepted
 from gateway.settings import GatewaySettings
 from gateway.views import LoginRequest, SyncRequest
-from tests.conftest import EMAIL, PASSWORD, AiohttpClient, FakePublisher, login
+from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 
@@ -48,7 +49,7 @@ async def client(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> Client:
-    made: Client = await aiohttp_client(create_app(make_settings(), publisher=fake_publisher))
+    made: Client = await aiohttp_client(gateway_app(make_settings(), publisher=fake_publisher))
     return made
 
 
@@ -80,7 +81,7 @@ async def test_a_route_without_an_entry_is_caught(
     async def extra(request: web.Request) -> web.Response:
         return web.json_response({})
 
-    app = create_app(make_settings(), publisher=fake_publisher)
+    app = gateway_app(make_settings(), publisher=fake_publisher)
     app.router.add_post("/api/extra", extra)
     client: Client = await aiohttp_client(app)
     document = await fetch_document(client)
@@ -152,7 +153,7 @@ async def test_the_cookie_name_follows_the_settings(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    app = create_app(make_settings(cookie_secure=True), publisher=fake_publisher)
+    app = gateway_app(make_settings(cookie_secure=True), publisher=fake_publisher)
     client: Client = await aiohttp_client(app)
     document = await fetch_document(client)
     assert document["components"]["securitySchemes"]["session"]["name"] == "__Host-syncgate"

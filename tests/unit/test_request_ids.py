@@ -14,12 +14,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from gateway.errors import BrokerUnavailable
 from gateway.responses import ErrorBody
 from gateway.settings import GatewaySettings
-from tests.conftest import AiohttpClient, FakePublisher, login
+from tests.conftest import AiohttpClient, login
 from tests.log_capture import json_log_lines
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 
@@ -32,7 +33,7 @@ async def client(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> Client:
-    app = create_app(make_settings(), publisher=fake_publisher)
+    app = gateway_app(make_settings(), publisher=fake_publisher)
 
     async def boom(request: web.Request) -> web.Response:
         raise RuntimeError("a bug")

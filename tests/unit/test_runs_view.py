@@ -11,11 +11,12 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from common.stores.runs_sqlite import SqliteRunStore
-from gateway.app import create_app
 from gateway.app_settings import load_app_settings
 from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync, EventUser
-from tests.conftest import AiohttpClient, FakePublisher, login
+from tests.conftest import AiohttpClient, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 
@@ -36,7 +37,7 @@ def record_run(store: Path, app_settings_file: Path, user: EventUser = ADA) -> s
 async def client_for(
     aiohttp_client: AiohttpClient, settings: GatewaySettings, *, email: str = "ada@example.com"
 ) -> Client:
-    client: Client = await aiohttp_client(create_app(settings, publisher=FakePublisher()))
+    client: Client = await aiohttp_client(gateway_app(settings, publisher=FakePublisher()))
     await login(client, email)
     return client
 
@@ -126,7 +127,7 @@ async def test_an_unreadable_store_is_503_and_a_bad_id_404(
 async def test_runs_need_a_session(
     aiohttp_client: AiohttpClient, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    client: Client = await aiohttp_client(create_app(make_settings(), publisher=FakePublisher()))
+    client: Client = await aiohttp_client(gateway_app(make_settings(), publisher=FakePublisher()))
     response = await client.get(f"/api/runs/{uuid.uuid4()}")
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "not_authenticated"
@@ -135,7 +136,7 @@ async def test_runs_need_a_session(
 async def test_the_page_and_its_files_are_served_with_a_strict_policy(
     aiohttp_client: AiohttpClient, make_settings: Callable[..., GatewaySettings]
 ) -> None:
-    client: Client = await aiohttp_client(create_app(make_settings(), publisher=FakePublisher()))
+    client: Client = await aiohttp_client(gateway_app(make_settings(), publisher=FakePublisher()))
 
     page = await client.get("/")
     assert page.status == 200

@@ -19,13 +19,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from gateway.app import create_app
 from gateway.errors import BrokerUnavailable
-from gateway.revocation import LocalRevocations
 from gateway.sessions import RotatingCookieStorage
 from gateway.settings import GatewaySettings
 from gateway.users import UserRecord, UsersFile
-from tests.conftest import EMAIL, PASSWORD, AiohttpClient, FakePublisher, login
+from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher, LocalRevocations
 
 Client = TestClient[web.Request, web.Application]
 COOKIE = "syncgate"
@@ -55,7 +55,7 @@ async def make_client(
     clock: Callable[[], float] | None = None,
     **kwargs: Any,
 ) -> Client:
-    app = create_app(settings, publisher=publisher, clock=clock or FakeClock(), **kwargs)
+    app = gateway_app(settings, publisher=publisher, clock=clock or FakeClock(), **kwargs)
     client: Client = await aiohttp_client(app)
     return client
 

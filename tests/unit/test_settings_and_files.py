@@ -13,11 +13,12 @@ import pytest
 from cryptography.fernet import Fernet
 from pydantic import ValidationError
 
-from gateway.app import create_app
 from gateway.app_settings import AppSettingsError, AppSettingsProvider, load_app_settings
 from gateway.settings import GatewaySettings
 from gateway.users import UsersFileError, UserStore, add_user, hash_password, verify_password
-from tests.conftest import PASSWORD, FakePublisher
+from tests.conftest import PASSWORD
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 
 
 def test_session_keys_are_required(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,7 +77,7 @@ def test_a_missing_or_invalid_app_settings_file_fails_at_start_up(
     if content is not None:
         path.write_text(content)
     with pytest.raises(AppSettingsError, match=message):
-        create_app(make_settings(app_settings_file=path), publisher=FakePublisher())
+        gateway_app(make_settings(app_settings_file=path), publisher=FakePublisher())
 
 
 def test_app_settings_are_re_read_when_the_file_changes(app_settings_file: Path) -> None:
@@ -133,7 +134,7 @@ def test_a_missing_users_file_fails_at_start_up(
     tmp_path: Path, make_settings: Callable[..., GatewaySettings]
 ) -> None:
     with pytest.raises(UsersFileError, match="syncgate users add"):
-        create_app(make_settings(users_file=tmp_path / "none.json"), publisher=FakePublisher())
+        gateway_app(make_settings(users_file=tmp_path / "none.json"), publisher=FakePublisher())
 
 
 @pytest.mark.parametrize(

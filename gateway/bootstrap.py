@@ -1,0 +1,28 @@
+"""Wiring, in one place: the gateway's real publisher, revocation stream and run store reader,
+given to the app factory (tests give it fakes through the same parameters)."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from common.stores.backends import open_run_reader
+from gateway.app import create_app
+from gateway.metrics import GatewayMetrics
+from gateway.publisher import AmqpPublisher
+from gateway.revocation import StreamRevocations
+from gateway.settings import GatewaySettings
+
+
+def build_app(settings: GatewaySettings) -> web.Application:
+    """The production gateway: it publishes to the broker and shares logouts through it."""
+    # Its own registry per app, not prometheus_client's global one: see gateway/metrics.py.
+    metrics = GatewayMetrics()
+    return create_app(
+        settings,
+        publisher=AmqpPublisher.from_settings(settings, metrics),
+        revocations=StreamRevocations.from_settings(settings, time.time),
+        runs=open_run_reader(settings.run_store),
+        metrics=metrics,
+    )

@@ -1,0 +1,53 @@
+"""The fakes unit tests give the app factory in place of the broker's publisher and
+revocation stream: the same parameters production fills (gateway/bootstrap.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.errors import BrokerUnavailable
+from gateway.revocation import RevokedSessions
+from schemas.events import ConfluenceAppSync
+
+
+class FakePublisher:
+    """Stands in for the broker in unit tests: records what would have been published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[ConfluenceAppSync, str]] = []
+        self.fail_with: BrokerUnavailable | None = None
+        self.ready = True
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.published.append((event, correlation_id))
+
+
+class LocalRevocations:
+    """Revocations inside one process, in place of the broker's stream."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.revoked = RevokedSessions(clock)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def is_revoked(self, session_id: str) -> bool:
+        return session_id in self.revoked
+
+    async def revoke(self, session_id: str, *, until: float) -> None:
+        self.revoked.add(session_id, until)
