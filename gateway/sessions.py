@@ -17,8 +17,7 @@ from typing import Any, cast
 
 import orjson
 from aiohttp import web
-from aiohttp_session import Session, SessionData, get_session, new_session
-from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from aiohttp_session import AbstractStorage, Session, SessionData, get_session, new_session
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from gateway.errors import BrokerUnavailable, NotAuthenticated
@@ -44,11 +43,13 @@ def cookie_name(secure: bool) -> str:
     return "__Host-syncgate" if secure else "syncgate"
 
 
-class RotatingCookieStorage(EncryptedCookieStorage):
-    """EncryptedCookieStorage that decrypts with any of several keys.
+class RotatingCookieStorage(AbstractStorage):
+    """aiohttp-session storage whose cookie is a Fernet token that any of several keys opens.
 
-    EncryptedCookieStorage only accepts a single Fernet, so the parent gets the first key and
-    this class does its own encrypt and decrypt with a MultiFernet over all of them.
+    aiohttp-session's EncryptedCookieStorage takes a single Fernet, so this storage does its
+    own encryption, with a MultiFernet over all the keys (the first encrypts). The cookie's
+    attributes and its Set-Cookie come from AbstractStorage; the payload is aiohttp-session's
+    own `{"created", "session"}` shape, as EncryptedCookieStorage writes it.
 
     A client sends the same cookie on every request until it is renewed, so the decryption
     of recent cookies is remembered (bounded, least recently used out). What it remembers is
@@ -67,19 +68,15 @@ class RotatingCookieStorage(EncryptedCookieStorage):
         secure: bool,
         samesite: str,
     ) -> None:
-        fernets = [Fernet(key) for key in keys]
         super().__init__(
-            fernets[0],
             cookie_name=cookie_name(secure),
             max_age=max_age,
             path="/",
             secure=secure,
             httponly=True,
             samesite=samesite,
-            encoder=lambda value: orjson.dumps(value).decode(),
-            decoder=orjson.loads,
         )
-        self._keys = MultiFernet(fernets)
+        self._keys = MultiFernet([Fernet(key) for key in keys])
         self._clock = clock
         self._ttl = max_age
         self._open = functools.lru_cache(maxsize=DECRYPTED_COOKIES_CACHED)(self._open_token)
