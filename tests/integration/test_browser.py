@@ -23,7 +23,7 @@ from consumers.runner import Runner
 from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import EMAIL, PASSWORD, BrokerNames
-from tests.integration.consumer_support import stored_run
+from tests.support.consumer import stored_run
 
 CHROMIUM = Path("/usr/bin/chromium")
 

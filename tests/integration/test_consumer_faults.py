@@ -14,7 +14,7 @@ import pytest
 from common.topology import declare_consumer_topology
 from consumers.bootstrap import HANDLERS, build_deps
 from tests.conftest import BrokerNames
-from tests.integration.consumer_support import (
+from tests.support.consumer import (
     connect_when_up,
     depth,
     processed_ids,

@@ -18,7 +18,7 @@ from consumers.errors import NonRetryableError
 from consumers.handlers import HandlerDeps, record_confluence_sync
 from schemas.events import ConfluenceAppSync
 from tests.conftest import BrokerNames
-from tests.integration.consumer_support import (
+from tests.support.consumer import (
     EVENT_NAME,
     ROUTING_KEY,
     depth,

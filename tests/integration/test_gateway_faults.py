@@ -25,8 +25,8 @@ from gateway.publisher import EventPublisher
 from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync
 from tests.conftest import AMQP_URL, AiohttpClient, BrokerNames, login
-from tests.integration.consumer_support import recorded_ids
 from tests.support.broker import broker_stopped, memory_alarm, rabbitmqctl
+from tests.support.consumer import recorded_ids
 from tests.support.gateway import Client, SyncResult, timed_sync, wait_readiness
 from tests.support.tcp_proxy import proxy_in_front_of
 

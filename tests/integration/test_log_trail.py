@@ -17,7 +17,7 @@ from consumers.runner import Runner
 from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, BrokerNames, login
-from tests.log_capture import json_log_lines
+from tests.support.log_capture import json_log_lines
 
 pytestmark = pytest.mark.integration
 

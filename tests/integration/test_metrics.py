@@ -26,8 +26,8 @@ from gateway.publisher import AmqpPublisher
 from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync, EventUser
 from tests.conftest import AiohttpClient, BrokerNames, login
-from tests.integration.consumer_support import publish_event
 from tests.support.app import gateway_app
+from tests.support.consumer import publish_event
 from tests.support.fakes import LocalRevocations
 from tests.support.gateway import wait_readiness
 

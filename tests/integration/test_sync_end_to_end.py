@@ -20,7 +20,7 @@ from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from schemas.export import SCHEMA_DIR
 from tests.conftest import AiohttpClient, BrokerNames, login
-from tests.integration.consumer_support import stored_run
+from tests.support.consumer import stored_run
 
 pytestmark = pytest.mark.integration
 

@@ -16,9 +16,9 @@ from aiohttp.test_utils import TestClient
 from common.logs import correlation_id_var, event_id_var, log_handler, request_id_var
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, login
-from tests.log_capture import json_log_lines
 from tests.support.app import gateway_app
 from tests.support.fakes import FakePublisher
+from tests.support.log_capture import json_log_lines
 
 log = logging.getLogger("tests.logs")
 

@@ -18,9 +18,9 @@ from gateway.errors import BrokerUnavailable
 from gateway.responses import ErrorBody
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, login
-from tests.log_capture import json_log_lines
 from tests.support.app import gateway_app
 from tests.support.fakes import FakePublisher
+from tests.support.log_capture import json_log_lines
 
 Client = TestClient[web.Request, web.Application]
 
