@@ -13,7 +13,6 @@ from pathlib import Path
 
 import aio_pika
 import pytest
-from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
@@ -24,6 +23,7 @@ from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import EMAIL, PASSWORD, BrokerNames
 from tests.support.consumer import stored_run
+from tests.support.gateway import wait_ready_at
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -60,16 +60,6 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
-async def wait_ready(base_url: str) -> None:
-    async with ClientSession() as http:
-        for _ in range(200):
-            async with http.get(f"{base_url}/readyz") as response:
-                if response.status == 200:
-                    return
-            await asyncio.sleep(0.05)
-    raise AssertionError("the gateway never became ready")
-
-
 async def test_sign_in_sync_and_see_the_run_handled(
     aiohttp_server: AiohttpServer,
     make_settings: Callable[..., GatewaySettings],
@@ -88,7 +78,7 @@ async def test_sign_in_sync_and_see_the_run_handled(
         settings = make_settings(**names.gateway_overrides(), run_store=consumer_settings.run_store)
         server: TestServer = await aiohttp_server(build_app(settings))
         base_url = str(server.make_url("")).rstrip("/")
-        await wait_ready(base_url)
+        await wait_ready_at(base_url, within=10)
 
         page = await browser.new_page(viewport={"width": 900, "height": 640})
         console_errors: list[str] = []

@@ -42,6 +42,7 @@ from gateway.settings import GatewaySettings
 from tests.conftest import AMQP_URL, BrokerNames, delete_topology
 from tests.support import fuzz_auth
 from tests.support.fuzz_auth import sign_in
+from tests.support.gateway import wait_ready_at
 
 pytestmark = pytest.mark.integration
 
@@ -124,24 +125,12 @@ def gateway(
     thread.start()
     url = started.result(timeout=30)
     try:
-        wait_ready(url)
+        asyncio.run(wait_ready_at(url, within=15))
         yield RunningGateway(url, loop)
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
         loop.close()
-
-
-def wait_ready(url: str, within: float = 15.0) -> None:
-    deadline = threading.Event()
-    timer = threading.Timer(within, deadline.set)
-    timer.start()
-    try:
-        while requests.get(f"{url}/readyz", timeout=5).status_code != 200:
-            assert not deadline.is_set(), "the gateway never became ready"
-            deadline.wait(0.05)
-    finally:
-        timer.cancel()
 
 
 def answered(url: str, route: str, status: int) -> int:

@@ -20,6 +20,7 @@ from consumers.runner import Runner
 from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, BrokerNames, management_get
+from tests.support.gateway import wait_readiness
 
 pytestmark = pytest.mark.integration
 
@@ -41,13 +42,6 @@ async def eventually(probe: Callable[[], Any], within: float = 15.0) -> Any:
         assert time.monotonic() < deadline, "the management API never showed it"
         await asyncio.sleep(0.2)
     return found
-
-
-async def wait_ready(client: Client) -> None:
-    deadline = time.monotonic() + 10
-    while (await client.get("/readyz")).status != 200:
-        assert time.monotonic() < deadline, "the gateway never became ready"
-        await asyncio.sleep(0.05)
 
 
 async def test_the_consumers_connection_is_named_for_its_role_and_host(
@@ -89,7 +83,7 @@ async def test_the_gateways_connection_is_named_for_its_role_and_host(
     expected = f"syncgate-gateway@{socket.gethostname()}"
     before = set(await connection_names())
     client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
-    await wait_ready(client)
+    await wait_readiness(client, 200, within=10)
 
     async def new_gateway_connections() -> set[str]:
         return {

@@ -24,7 +24,7 @@ import pytest
 from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import AMQP_URL, EMAIL, PASSWORD, AiohttpClient, BrokerNames
-from tests.support.gateway import Client, wait_readiness
+from tests.support.gateway import Client, wait_readiness, wait_ready_at
 from tests.support.tcp_proxy import proxy_in_front_of
 
 pytestmark = pytest.mark.integration
@@ -57,18 +57,6 @@ class Gateway:
             method, self.base_url + path, headers=headers, **kwargs
         ) as response:
             return response.status, await response.json(), response
-
-    async def wait_ready(self, within: float = 20.0) -> None:
-        deadline = time.monotonic() + within
-        while True:
-            try:
-                status, _, _ = await self.request("GET", "/readyz")
-                if status == 200:
-                    return
-            except aiohttp.ClientConnectionError:
-                pass
-            assert time.monotonic() < deadline, f"{self.base_url} never became ready"
-            await asyncio.sleep(0.1)
 
 
 @pytest.fixture
@@ -104,7 +92,7 @@ async def gateway_process(env: dict[str, str], log_path: Path) -> AsyncIterator[
         try:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
                 gateway = Gateway(f"http://127.0.0.1:{port}", http)
-                await gateway.wait_ready()
+                await wait_ready_at(gateway.base_url, within=20)
                 yield gateway
         finally:
             if process.returncode is None:

@@ -21,17 +21,11 @@ from gateway.settings import GatewaySettings
 from schemas.export import SCHEMA_DIR
 from tests.conftest import AiohttpClient, BrokerNames, login
 from tests.support.consumer import stored_run
+from tests.support.gateway import wait_readiness
 
 pytestmark = pytest.mark.integration
 
 Client = TestClient[web.Request, web.Application]
-
-
-async def wait_ready(client: Client, within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while (await client.get("/readyz")).status != 200:
-        assert time.monotonic() < deadline, "the gateway never became ready"
-        await asyncio.sleep(0.05)
 
 
 async def test_a_sync_is_published_once_with_the_right_properties(
@@ -41,7 +35,7 @@ async def test_a_sync_is_published_once_with_the_right_properties(
     amqp: aio_pika.abc.AbstractRobustConnection,
 ) -> None:
     client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
-    await wait_ready(client)
+    await wait_readiness(client, 200, within=10)
     channel = await amqp.channel()
     exchange = await channel.get_exchange(names.exchange)
     queue = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)
@@ -85,7 +79,7 @@ async def test_a_real_consumer_handles_and_acks_the_event(
     try:
         await asyncio.wait_for(runner.consuming.wait(), 10)
         client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
-        await wait_ready(client)
+        await wait_readiness(client, 200, within=10)
         await login(client)
         response = await client.post("/api/sync", json={"data": {"pages": [1, 2]}})
         assert response.status == 202
@@ -143,7 +137,7 @@ async def test_the_request_id_is_the_messages_correlation_id(
     echoed: bool,
 ) -> None:
     client: Client = await aiohttp_client(build_app(make_settings(**names.gateway_overrides())))
-    await wait_ready(client)
+    await wait_readiness(client, 200, within=10)
     channel = await amqp.channel()
     queue = await channel.declare_queue(f"{names.prefix}.probe", exclusive=True)
     await queue.bind(await channel.get_exchange(names.exchange), routing_key="#")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -14,6 +16,7 @@ from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
 from gateway.settings import GatewaySettings
 from tests.support.fakes import FakePublisher, LocalRevocations
+from tests.support.gateway import Client
 
 
 def gateway_app(
@@ -34,3 +37,10 @@ def gateway_app(
         metrics=metrics if metrics is not None else GatewayMetrics(),
         clock=clock,
     )
+
+
+async def gateway_client(
+    aiohttp_client: Callable[..., Awaitable[Client]], settings: GatewaySettings, **app: Any
+) -> Client:
+    """A test client of `gateway_app(settings, **app)`."""
+    return await aiohttp_client(gateway_app(settings, **app))

@@ -6,6 +6,7 @@ import asyncio
 import time
 from dataclasses import dataclass
 
+import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -44,3 +45,19 @@ async def timed_sync(client: Client, *, idempotency_key: str | None = None) -> S
         retry_after=response.headers.get("Retry-After"),
         replayed=response.headers.get("Idempotent-Replayed") == "true",
     )
+
+
+async def wait_ready_at(base_url: str, *, within: float) -> None:
+    """Poll GET {base_url}/readyz until it answers 200: for a gateway in another process or
+    thread. A refused connection counts as not ready yet (the process may still be starting)."""
+    deadline = time.monotonic() + within
+    async with aiohttp.ClientSession() as http:
+        while True:
+            try:
+                async with http.get(f"{base_url}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            assert time.monotonic() < deadline, f"{base_url} never became ready"
+            await asyncio.sleep(0.05)

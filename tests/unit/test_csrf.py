@@ -12,23 +12,11 @@ from cryptography.fernet import Fernet
 
 from gateway.settings import GatewaySettings
 from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
-from tests.support.app import gateway_app
+from tests.support.app import gateway_client
 from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
 STATE_CHANGING = ["/api/sync", "/api/route", "/api/auth/logout"]
-
-
-async def make_client(
-    aiohttp_client: AiohttpClient,
-    make_settings: Callable[..., GatewaySettings],
-    publisher: FakePublisher,
-    **overrides: Any,
-) -> Client:
-    client: Client = await aiohttp_client(
-        gateway_app(make_settings(**overrides), publisher=publisher)
-    )
-    return client
 
 
 async def signed_in(
@@ -37,7 +25,7 @@ async def signed_in(
     publisher: FakePublisher,
     **overrides: Any,
 ) -> tuple[Client, str]:
-    client = await make_client(aiohttp_client, make_settings, publisher, **overrides)
+    client = await gateway_client(aiohttp_client, make_settings(**overrides), publisher=publisher)
     token = await login(client)
     del client.session.headers["X-CSRF-Token"]  # each test sends (or withholds) it itself
     return client, token
@@ -76,7 +64,7 @@ async def test_a_token_from_another_session_is_403(
     fake_publisher: FakePublisher,
 ) -> None:
     client, _ = await signed_in(aiohttp_client, make_settings, fake_publisher)
-    other = await make_client(aiohttp_client, make_settings, fake_publisher)
+    other = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     bobs_token = await login(other, "bob@example.com")
     # The same user's own earlier session does not count either: the token binds the session.
     earlier = await login(client)
@@ -99,16 +87,15 @@ async def test_the_token_endpoint_matches_login_and_survives_a_key_rotation(
     assert await (await client.get("/api/auth/csrf")).json() == {"csrfToken": token}
     cookie = client.session.cookie_jar.filter_cookies(client.make_url("/"))["syncgate"].value
 
-    rotated = await make_client(
+    rotated = await gateway_client(
         aiohttp_client,
-        make_settings,
-        fake_publisher,
-        session_keys=f"{Fernet.generate_key().decode()},{session_key}",
+        make_settings(session_keys=f"{Fernet.generate_key().decode()}, {session_key}"),
+        publisher=fake_publisher,
     )
     headers = {"Cookie": f"syncgate={cookie}", "X-CSRF-Token": token}
     assert (await rotated.post("/api/sync", json={}, headers=headers)).status == 202
 
-    anonymous = await make_client(aiohttp_client, make_settings, fake_publisher)
+    anonymous = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await assert_refused(await anonymous.get("/api/auth/csrf"), 401, "not_authenticated")
 
 
@@ -206,7 +193,7 @@ async def test_login_refuses_foreign_origins_and_form_bodies(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     credentials = {"email": EMAIL, "password": PASSWORD}
     response = await client.post(
         "/api/auth/login", json=credentials, headers={"Origin": "https://evil.example"}
@@ -223,6 +210,6 @@ async def test_no_session_is_still_401_and_unknown_paths_404(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await assert_refused(await client.post("/api/sync", json={}), 401, "not_authenticated")
     await assert_refused(await client.post("/api/nope", json={}), 404, "not_found")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -11,22 +10,10 @@ from aiohttp.test_utils import TestClient
 from gateway.errors import BrokerUnavailable
 from gateway.settings import GatewaySettings
 from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
-from tests.support.app import gateway_app
+from tests.support.app import gateway_client
 from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
-
-
-async def make_client(
-    aiohttp_client: AiohttpClient,
-    make_settings: Callable[..., GatewaySettings],
-    publisher: FakePublisher,
-    **overrides: Any,
-) -> Client:
-    client: Client = await aiohttp_client(
-        gateway_app(make_settings(**overrides), publisher=publisher)
-    )
-    return client
 
 
 async def test_sync_publishes_the_session_user_and_answers_202(
@@ -34,7 +21,7 @@ async def test_sync_publishes_the_session_user_and_answers_202(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await login(client)
     response = await client.post(
         "/api/sync", json={"data": "data"}, headers={"X-Request-Id": "req-123"}
@@ -56,7 +43,7 @@ async def test_the_seed_path_and_an_empty_body_work(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await login(client)
     assert (await client.post("/api/route", json={"data": "data"})).status == 202
     assert (await client.post("/api/sync")).status == 202
@@ -68,7 +55,7 @@ async def test_no_cookie_is_401_and_nothing_is_published(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     response = await client.post("/api/sync", json={"data": "data"})
     assert response.status == 401
     assert (await response.json())["error"]["code"] == "not_authenticated"
@@ -80,7 +67,7 @@ async def test_a_tampered_cookie_is_401(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await login(client)
     [cookie] = list(client.session.cookie_jar)
     value = cookie.value
@@ -98,14 +85,13 @@ async def test_a_cookie_from_another_key_is_401(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await login(client)
     [cookie] = list(client.session.cookie_jar)
-    other = await make_client(
+    other = await gateway_client(
         aiohttp_client,
-        make_settings,
-        fake_publisher,
-        session_keys="aGVsbG8taGVsbG8taGVsbG8taGVsbG8taGVsbG8tMTI=",
+        make_settings(session_keys="aGVsbG8taGVsbG8taGVsbG8taGVsbG8taGVsbG8tMTI="),
+        publisher=fake_publisher,
     )
     response = await other.post("/api/sync", headers={"Cookie": f"{cookie.key}={cookie.value}"})
     assert response.status == 401
@@ -117,7 +103,7 @@ async def test_the_body_cannot_choose_the_user(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await login(client)
     response = await client.post(
         "/api/sync", json={"user": {"id": "u-bob", "email": "bob@example.com", "name": "Bob"}}
@@ -134,7 +120,7 @@ async def test_an_unconfirmed_publish_is_503_with_retry_after(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await login(client)
     fake_publisher.fail_with = BrokerUnavailable("no confirm", retry_after=7)
     response = await client.post("/api/sync", json={"data": "data"})
@@ -148,7 +134,7 @@ async def test_login_with_a_wrong_password_or_unknown_user_is_401(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     for email, password in ((EMAIL, "wrong password"), ("nobody@example.com", PASSWORD)):
         response = await client.post("/api/auth/login", json={"email": email, "password": password})
         assert response.status == 401
@@ -161,7 +147,7 @@ async def test_session_and_logout(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     assert await (await client.get("/api/auth/session")).json() == {}
     await login(client)
     session = await (await client.get("/api/auth/session")).json()
@@ -176,7 +162,7 @@ async def test_cookie_attributes(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     response = await client.post("/api/auth/login", json={"email": EMAIL, "password": PASSWORD})
     set_cookie = response.headers["Set-Cookie"]
     assert "HttpOnly" in set_cookie
@@ -190,7 +176,9 @@ async def test_secure_cookies_use_the_host_prefix(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher, cookie_secure=True)
+    client = await gateway_client(
+        aiohttp_client, make_settings(cookie_secure=True), publisher=fake_publisher
+    )
     response = await client.post("/api/auth/login", json={"email": EMAIL, "password": PASSWORD})
     set_cookie = response.headers["Set-Cookie"]
     assert set_cookie.startswith("__Host-syncgate=")
@@ -202,7 +190,7 @@ async def test_health_and_readiness(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     assert (await client.get("/healthz")).status == 200
     assert (await client.get("/readyz")).status == 200
     fake_publisher.ready = False
@@ -214,7 +202,7 @@ async def test_unknown_path_and_wrong_method_use_the_error_shape(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings, fake_publisher)
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     response = await client.get("/nope")
     assert response.status == 404
     assert (await response.json())["error"]["code"] == "not_found"

@@ -11,7 +11,6 @@ import random
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +23,7 @@ from gateway.sessions import RotatingCookieStorage
 from gateway.settings import GatewaySettings
 from gateway.users import UserRecord, UsersFile
 from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
-from tests.support.app import gateway_app
+from tests.support.app import gateway_client
 from tests.support.fakes import FakePublisher, LocalRevocations
 
 Client = TestClient[web.Request, web.Application]
@@ -46,18 +45,6 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
-
-
-async def make_client(
-    aiohttp_client: AiohttpClient,
-    settings: GatewaySettings,
-    publisher: FakePublisher,
-    clock: Callable[[], float] | None = None,
-    **kwargs: Any,
-) -> Client:
-    app = gateway_app(settings, publisher=publisher, clock=clock or FakeClock(), **kwargs)
-    client: Client = await aiohttp_client(app)
-    return client
 
 
 async def login_cookie(client: Client, email: str = EMAIL) -> str:
@@ -92,12 +79,17 @@ async def test_a_cookie_made_with_the_old_key_works_while_listed_second_then_fai
     fake_publisher: FakePublisher,
     session_key: str,
 ) -> None:
-    old_gateway = await make_client(aiohttp_client, make_settings(), fake_publisher)
+    old_gateway = await gateway_client(
+        aiohttp_client, make_settings(), publisher=fake_publisher, clock=FakeClock()
+    )
     cookie = await login_cookie(old_gateway)
 
     new_key = Fernet.generate_key().decode()
-    rotating = await make_client(
-        aiohttp_client, make_settings(session_keys=f"{new_key},{session_key}"), fake_publisher
+    rotating = await gateway_client(
+        aiohttp_client,
+        make_settings(session_keys=f"{new_key},{session_key}"),
+        publisher=fake_publisher,
+        clock=FakeClock(),
     )
     assert await session_user(rotating, cookie) == "u-ada"
     # New cookies are encrypted with the new (first) key only.
@@ -106,7 +98,12 @@ async def test_a_cookie_made_with_the_old_key_works_while_listed_second_then_fai
         Fernet(session_key).decrypt(fresh.encode())
     assert session_id(fresh, new_key)
 
-    rotated = await make_client(aiohttp_client, make_settings(session_keys=new_key), fake_publisher)
+    rotated = await gateway_client(
+        aiohttp_client,
+        make_settings(session_keys=new_key),
+        publisher=fake_publisher,
+        clock=FakeClock(),
+    )
     assert await session_user(rotated, cookie) is None
     assert await session_user(rotated, fresh) == "u-ada"
 
@@ -121,7 +118,7 @@ async def test_an_idle_session_expires_and_use_renews_it(
     clock: FakeClock,
 ) -> None:
     settings = make_settings(session_idle_timeout=IDLE, session_absolute_timeout=ABSOLUTE)
-    client = await make_client(aiohttp_client, settings, fake_publisher, clock)
+    client = await gateway_client(aiohttp_client, settings, publisher=fake_publisher, clock=clock)
     await login(client)
     for _ in range(3):  # each use inside the idle timeout renews it
         clock.advance(IDLE - 1)
@@ -140,7 +137,7 @@ async def test_the_absolute_timeout_ends_even_a_busy_session(
     clock: FakeClock,
 ) -> None:
     settings = make_settings(session_idle_timeout=IDLE, session_absolute_timeout=ABSOLUTE)
-    client = await make_client(aiohttp_client, settings, fake_publisher, clock)
+    client = await gateway_client(aiohttp_client, settings, publisher=fake_publisher, clock=clock)
     await login(client)
     used_for = 0
     while used_for + IDLE // 2 <= ABSOLUTE:
@@ -233,7 +230,9 @@ async def test_a_planted_cookie_never_becomes_the_victims_session(
     fake_publisher: FakePublisher,
     session_key: str,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings(), fake_publisher)
+    client = await gateway_client(
+        aiohttp_client, make_settings(), publisher=fake_publisher, clock=FakeClock()
+    )
     # A value the attacker made up, and the attacker's own valid session (bob's).
     attackers = await login_cookie(client, "bob@example.com")
     for planted in ("attacker-chosen-value", attackers):
@@ -260,7 +259,7 @@ async def test_a_pre_login_expired_cookie_stays_dead_after_login(
     clock: FakeClock,
 ) -> None:
     settings = make_settings(session_idle_timeout=IDLE, session_absolute_timeout=ABSOLUTE)
-    client = await make_client(aiohttp_client, settings, fake_publisher, clock)
+    client = await gateway_client(aiohttp_client, settings, publisher=fake_publisher, clock=clock)
     before = await login_cookie(client)
     clock.advance(IDLE + 1)
     client.session.cookie_jar.update_cookies({COOKIE: before})
@@ -281,7 +280,9 @@ async def test_secure_cookie_attributes(
     samesite: str,
 ) -> None:
     settings = make_settings(cookie_secure=True, cookie_samesite=samesite)
-    client = await make_client(aiohttp_client, settings, fake_publisher)
+    client = await gateway_client(
+        aiohttp_client, settings, publisher=fake_publisher, clock=FakeClock()
+    )
     response = await client.post("/api/auth/login", json={"email": EMAIL, "password": PASSWORD})
     [header] = response.headers.getall("Set-Cookie")
     morsel = SimpleCookie(header)["__Host-syncgate"]
@@ -306,8 +307,8 @@ async def test_the_largest_possible_session_cookie_fits_in_4096_bytes(
     users_file.write_text(UsersFile(users=(long_user,)).model_dump_json())
     settings = make_settings(users_file=users_file, cookie_secure=True, cookie_samesite="Strict")
     # Timestamps with the most digits an int64 clock can give.
-    client = await make_client(
-        aiohttp_client, settings, fake_publisher, FakeClock(now=9_999_999_999)
+    client = await gateway_client(
+        aiohttp_client, settings, publisher=fake_publisher, clock=FakeClock(now=9_999_999_999)
     )
     response = await client.post("/api/auth/login", json={"email": EMAIL, "password": PASSWORD})
     assert response.status == 200
@@ -345,7 +346,9 @@ async def test_ten_thousand_forged_cookies_are_all_401_and_publish_nothing(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings(), fake_publisher)
+    client = await gateway_client(
+        aiohttp_client, make_settings(), publisher=fake_publisher, clock=FakeClock()
+    )
     token = await login(client)
     valid = client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
     client.session.cookie_jar.clear()
@@ -376,7 +379,7 @@ async def test_bad_and_expired_cookies_are_logged_at_info_without_the_value(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings(session_idle_timeout=IDLE, session_absolute_timeout=ABSOLUTE)
-    client = await make_client(aiohttp_client, settings, fake_publisher, clock)
+    client = await gateway_client(aiohttp_client, settings, publisher=fake_publisher, clock=clock)
     valid = await login_cookie(client)
     forged = valid[:-8] + "AAAAAAAA"
     caplog.set_level(logging.INFO)
@@ -402,7 +405,9 @@ async def test_a_logged_out_cookie_is_refused_even_if_the_client_kept_a_copy(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings(), fake_publisher)
+    client = await gateway_client(
+        aiohttp_client, make_settings(), publisher=fake_publisher, clock=FakeClock()
+    )
     token = await login(client)
     copy = client.session.cookie_jar.filter_cookies(client.make_url("/"))[COOKIE].value
     assert (await client.post("/api/auth/logout")).status == 200
@@ -433,8 +438,12 @@ async def test_a_logout_that_cannot_be_recorded_is_503_and_keeps_the_cookie(
     clock: FakeClock,
 ) -> None:
     revocations = UnreachableRevocations(clock)
-    client = await make_client(
-        aiohttp_client, make_settings(), fake_publisher, clock, revocations=revocations
+    client = await gateway_client(
+        aiohttp_client,
+        make_settings(),
+        publisher=fake_publisher,
+        clock=clock,
+        revocations=revocations,
     )
     await login(client)
     response = await client.post("/api/auth/logout")
@@ -451,11 +460,11 @@ async def test_a_gateway_that_has_not_loaded_revocations_refuses_sessions(
     fake_publisher: FakePublisher,
     clock: FakeClock,
 ) -> None:
-    client = await make_client(
+    client = await gateway_client(
         aiohttp_client,
         make_settings(),
-        fake_publisher,
-        clock,
+        publisher=fake_publisher,
+        clock=clock,
         revocations=LoadingRevocations(clock),
     )
     await login(client)
@@ -488,7 +497,9 @@ async def test_the_events_user_is_the_session_user_whatever_the_request_says(
     make_settings: Callable[..., GatewaySettings],
     fake_publisher: FakePublisher,
 ) -> None:
-    client = await make_client(aiohttp_client, make_settings(), fake_publisher)
+    client = await gateway_client(
+        aiohttp_client, make_settings(), publisher=fake_publisher, clock=FakeClock()
+    )
     await login(client)
     mallory = {"id": "u-bob", "email": "bob@example.com", "name": "Bob"}
     # Bodies that name a user are rejected outright: the contract is strict.
