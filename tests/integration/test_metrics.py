@@ -27,7 +27,7 @@ from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync, EventUser
 from tests.conftest import AiohttpClient, BrokerNames, login
 from tests.support.app import gateway_app
-from tests.support.consumer import publish_event
+from tests.support.consumer import publish_event, running
 from tests.support.fakes import LocalRevocations
 from tests.support.gateway import wait_readiness
 
@@ -87,17 +87,12 @@ async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Runner]:
     """A real runner on the test's queue, its metrics served on settings.metrics_port."""
     deps = build_deps(settings)
     metrics = ConsumerMetrics()
-    runner = Runner(settings, HANDLERS, deps, metrics=metrics)
-    stop = asyncio.Event()
     try:
-        async with serve_metrics(metrics, settings):
-            consuming = asyncio.create_task(runner.run(stop))
-            try:
-                await asyncio.wait_for(runner.consuming.wait(), 10)
-                yield runner
-            finally:
-                stop.set()
-                await asyncio.wait_for(consuming, 10)
+        async with (
+            serve_metrics(metrics, settings),
+            running(settings, HANDLERS, deps, metrics=metrics) as runner,
+        ):
+            yield runner
     finally:
         await deps.runs.close()
 

@@ -18,6 +18,7 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from common.stores.runs import Run
 from common.stores.runs_sqlite import SqliteRunStore
 from consumers.handlers import Deps, Handler
+from consumers.metrics import ConsumerMetrics
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 from gateway.message_properties import message_properties
@@ -99,11 +100,15 @@ async def wait_for_depth(
 
 @contextlib.asynccontextmanager
 async def running(
-    settings: ConsumerSettings, handlers: dict[str, Handler], deps: Deps
+    settings: ConsumerSettings,
+    handlers: dict[str, Handler],
+    deps: Deps,
+    *,
+    metrics: ConsumerMetrics | None = None,
 ) -> AsyncIterator[Runner]:
     """An in-process Runner, consuming inside the block and drained after it."""
     stop = asyncio.Event()
-    runner = Runner(settings, handlers, deps)
+    runner = Runner(settings, handlers, deps, metrics=metrics)
     task = asyncio.create_task(runner.run(stop))
     try:
         await asyncio.wait_for(runner.consuming.wait(), 30)
