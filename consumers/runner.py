@@ -37,6 +37,10 @@ from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
 log = logging.getLogger(__name__)
 
 # One more than the tasks between a delivery frame and our callback starting (see `run`).
+# Not a speed trick: the SIGTERM drain depends on it. A delivery read before the cancel-ok
+# only counts as in flight once its callback runs, so the drain yields this many times first;
+# with fewer, a message already received could be left unsettled at exit (it would be
+# redelivered, not lost, but the drain promises to settle what it received).
 _DELIVERY_TASK_HOPS = 3
 
 
