@@ -23,6 +23,9 @@
 #   SYNCGATE_CLUSTER_MANAGEMENT_PORT_BASE  node i's management port is base+i [15680]
 #   SYNCGATE_CLUSTER_PROMETHEUS_PORT_BASE  node i's Prometheus port is base+i [15690]
 #   SYNCGATE_CLUSTER_DIST_PORT_BASE    node i's distribution port is base+i [25680]
+#   SYNCGATE_CLUSTER_CTL_PORT_MIN      rabbitmqctl runs here use distribution ports from
+#                                      min to min+19, apart from the standard CLI's
+#                                      35672-35682 [35690]
 #   SYNCGATE_CLUSTER_START_TIMEOUT     seconds a start may take before it fails [180]
 #   SYNCGATE_CLUSTER_STOP_TIMEOUT      seconds a node may take to stop before SIGTERM [60]
 #   SYNCGATE_CLUSTER_USER              the user the nodes run as [rabbitmq]
@@ -47,6 +50,7 @@ AMQP_PORT_BASE=${SYNCGATE_CLUSTER_AMQP_PORT_BASE:-5680}
 MANAGEMENT_PORT_BASE=${SYNCGATE_CLUSTER_MANAGEMENT_PORT_BASE:-15680}
 PROMETHEUS_PORT_BASE=${SYNCGATE_CLUSTER_PROMETHEUS_PORT_BASE:-15690}
 DIST_PORT_BASE=${SYNCGATE_CLUSTER_DIST_PORT_BASE:-25680}
+CTL_PORT_MIN=${SYNCGATE_CLUSTER_CTL_PORT_MIN:-35690}
 START_TIMEOUT=${SYNCGATE_CLUSTER_START_TIMEOUT:-180}
 STOP_TIMEOUT=${SYNCGATE_CLUSTER_STOP_TIMEOUT:-60}
 RUN_USER=${SYNCGATE_CLUSTER_USER:-rabbitmq}
@@ -83,6 +87,21 @@ dist_port() { echo $((DIST_PORT_BASE + $1)); }
 cookie_home() { echo "$STATE_DIR/home"; }
 
 now() { date +%s; }
+
+# One command that changes the cluster at a time (two sessions starting it with --fresh, or
+# a stop --purge under a start, would otherwise interleave). The lock file sits beside the
+# state dir, so that a purge does not delete it; fd 9 is closed for the nodes themselves.
+take_lock() {
+    local lock="${STATE_DIR%/}.lock"
+    exec 9>>"$lock"
+    if [ "$(id -u)" = 0 ]; then
+        chown "$RUN_USER:$RUN_USER" "$lock" # so that the nodes' user can run this too
+    fi
+    if ! flock -n 9; then
+        say "waiting for another cluster.sh run to finish (lock $lock)"
+        flock -w "$START_TIMEOUT" 9 || die "another cluster.sh run holds $lock"
+    fi
+}
 
 check_node_number() {
     case "${1:-}" in
@@ -152,6 +171,8 @@ RABBITMQ_MNESIA_BASE=$dir/mnesia
 RABBITMQ_MNESIA_DIR=$dir/mnesia/$(node_name "$n")
 RABBITMQ_LOG_BASE=$dir/log
 RABBITMQ_PID_FILE=$(pid_file "$n")
+RABBITMQ_CTL_DIST_PORT_MIN=$CTL_PORT_MIN
+RABBITMQ_CTL_DIST_PORT_MAX=$((CTL_PORT_MIN + 19))
 ENV
 }
 
@@ -173,21 +194,21 @@ ctl() {
     local n=$1
     shift
     node_command "$n"
-    (cd "$(node_dir "$n")" && timeout -k 5 "$CTL_LIMIT" \
+    (cd "$(node_dir "$n")" 2>/dev/null || cd /; timeout -k 5 "$CTL_LIMIT" \
         "${NODE_CMD[@]}" "$RABBITMQ_BIN/rabbitmqctl" -n "$(node_name "$n")" "$@")
 }
 
 # The pid of node N's Erlang VM, if it runs. The pid file is trusted only when that pid is a
-# beam.smp whose environment names node N (after a reboot a stale pid file may hold the pid of
+# beam.smp whose environment is node N's (after a reboot a stale pid file may hold the pid of
 # anything); without one, the VMs are searched by that environment (a node writes its pid
-# file a moment after it starts). Never another node's VM: node names are unique per host.
+# file a moment after it starts). Never another node's VM, nor a node of the same name run
+# from another state dir: both its node name and its env file must match.
 node_pid() {
-    local n=$1 name pid file
-    name=$(node_name "$n")
+    local n=$1 pid file
     file=$(pid_file "$n")
     if [ -f "$file" ]; then
         pid=$(tr -dc '0-9' <"$file" 2>/dev/null || true)
-        if [ -n "$pid" ] && is_node_vm "$pid" "$name"; then
+        if [ -n "$pid" ] && is_node_vm "$pid" "$n"; then
             echo "$pid"
             return 0
         fi
@@ -195,7 +216,7 @@ node_pid() {
     for file in /proc/[0-9]*/comm; do
         pid=${file#/proc/}
         pid=${pid%/comm}
-        if is_node_vm "$pid" "$name"; then
+        if is_node_vm "$pid" "$n"; then
             echo "$pid"
             return 0
         fi
@@ -204,10 +225,12 @@ node_pid() {
 }
 
 is_node_vm() {
-    local pid=$1 name=$2 comm=""
+    local pid=$1 n=$2 comm="" env
     { read -r comm <"/proc/$pid/comm"; } 2>/dev/null || return 1
     [ "$comm" = beam.smp ] || return 1
-    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "RABBITMQ_NODENAME=$name"
+    env=$(tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null) || return 1
+    grep -qxF "RABBITMQ_NODENAME=$(node_name "$n")" <<<"$env" \
+        && grep -qxF "RABBITMQ_CONF_ENV_FILE=$(node_dir "$n")/rabbitmq-env.conf" <<<"$env"
 }
 
 is_running() { node_pid "$1" >/dev/null; }
@@ -218,14 +241,27 @@ has_data() { [ -d "$(node_dir "$1")/mnesia/$(node_name "$1")" ]; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# What node N wrote while it started this time (its startup output since the last start,
+# where a boot failure names its cause at the top), then the end of its log.
 log_tail() {
-    local n=$1 file
-    for file in "$(startup_log "$n")" "$(log_file "$n")"; do
-        if [ -s "$file" ]; then
-            printf -- '--- last lines of %s\n' "$file" >&2
-            tail -n 30 "$file" >&2
+    local n=$1 section lines
+    if [ -s "$(startup_log "$n")" ]; then
+        section=$(awk '/^=== .* start$/ { text = "" } { text = text $0 "\n" } END { printf "%s", text }' \
+            "$(startup_log "$n")")
+        lines=$(printf '%s\n' "$section" | wc -l)
+        printf -- '--- %s, this start\n' "$(startup_log "$n")" >&2
+        if [ "$lines" -le 45 ]; then
+            printf '%s\n' "$section" >&2
+        else
+            printf '%s\n' "$section" | head -n 25 >&2
+            printf '[... %s lines ...]\n' "$((lines - 40))" >&2
+            printf '%s\n' "$section" | tail -n 15 >&2
         fi
-    done
+    fi
+    if [ -s "$(log_file "$n")" ]; then
+        printf -- '--- last lines of %s\n' "$(log_file "$n")" >&2
+        tail -n 30 "$(log_file "$n")" >&2
+    fi
 }
 
 # Node N's view of the cluster: cluster_status as JSON in CLUSTER_JSON; fails when N does
@@ -333,19 +369,12 @@ LAUNCHERS=()
 # open: a caller reading this script's output through a pipe must not wait for the broker.
 launch() {
     local n=$1
-    local port
     rm -f "$(pid_file "$n")" # stale if there is one: the node does not run
-    for port in "$(amqp_port "$n")" "$(management_port "$n")" "$(prometheus_port "$n")" \
-        "$(dist_port "$n")"; do
-        if port_open "$port"; then
-            die "port $port (node $n) is already in use by something else"
-        fi
-    done
     say "starting $(node_name "$n") (amqp :$(amqp_port "$n"), management :$(management_port "$n"), prometheus :$(prometheus_port "$n"))"
     printf '=== %s start\n' "$(date '+%F %T')" >>"$(startup_log "$n")"
     node_command "$n"
     (cd "$(node_dir "$n")" && exec setsid "${NODE_CMD[@]}" "$RABBITMQ_BIN/rabbitmq-server") \
-        </dev/null >>"$(startup_log "$n")" 2>&1 &
+        </dev/null >>"$(startup_log "$n")" 2>&1 9>&- &
     LAUNCHERS[n]=$!
 }
 
@@ -377,6 +406,19 @@ wait_booted() {
         log_tail "$n"
         return 1
     fi
+}
+
+# Fail before starting anything if a port of a node about to start is taken.
+check_ports_free() {
+    local n port
+    for n in "$@"; do
+        for port in "$(amqp_port "$n")" "$(management_port "$n")" "$(prometheus_port "$n")" \
+            "$(dist_port "$n")"; do
+            if port_open "$port"; then
+                die "port $port (node $n) is already in use by something else"
+            fi
+        done
+    done
 }
 
 # Start the given nodes together and wait for all of them to boot.
@@ -457,6 +499,7 @@ cmd_start() {
     if [ ${#running[@]} = 3 ]; then
         say "all three nodes already run"
     fi
+    check_ports_free "${with_data[@]}" "${blank[@]}"
     # Nodes with data first, together: each waits for the peers it knew (in any order).
     launch_and_wait "$deadline" "${with_data[@]}"
     # Then blank nodes. With no node running yet the first one boots alone (the cluster's
@@ -486,6 +529,7 @@ cmd_start_node() {
     if is_running "$n"; then
         say "$(node_name "$n") already runs"
     else
+        check_ports_free "$n"
         launch_and_wait "$deadline" "$n"
     fi
     # A member again: every running node lists it as running.
@@ -509,8 +553,11 @@ stop_node() {
     local n=$1 pid deadline
     pid=$(node_pid "$n") || return 0
     say "stopping $(node_name "$n") (pid $pid)"
-    [ -f "$(pid_file "$n")" ] || echo "$pid" >"$(pid_file "$n")"
-    ctl "$n" -q stop "$(pid_file "$n")" >/dev/null 2>&1 || true
+    if [ -f "$(pid_file "$n")" ]; then
+        ctl "$n" -q stop "$(pid_file "$n")" >/dev/null 2>&1 || true
+    else
+        ctl "$n" -q shutdown >/dev/null 2>&1 || true
+    fi
     deadline=$(($(now) + STOP_TIMEOUT))
     while kill -0 "$pid" 2>/dev/null; do
         if [ "$(now)" -ge "$deadline" ]; then
@@ -615,6 +662,9 @@ main() {
     case "$command" in
         urls | help | -h | --help) ;;
         *) check_user ;;
+    esac
+    case "$command" in
+        start | stop | kill | start-node) take_lock ;;
     esac
     case "$command" in
         start) cmd_start "$@" ;;
