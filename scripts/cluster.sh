@@ -423,21 +423,36 @@ check_ports_free() {
 
 # Start the given nodes together and wait for all of them to boot.
 launch_and_wait() {
-    local deadline=$1 n failed=0
+    local deadline=$1 n pid failed=0
+    local -a waits=()
     shift
     [ $# -gt 0 ] || return 0
     for n in "$@"; do launch "$n"; done
-    for n in "$@"; do wait_booted "$n" "$deadline" || failed=1; done
+    # The waits run side by side (each rabbitmqctl is a VM of its own that takes a second or
+    # two to boot). Only their pids are waited for: the nodes are background jobs too.
+    for n in "$@"; do
+        wait_booted "$n" "$deadline" &
+        waits+=($!)
+    done
+    for pid in "${waits[@]}"; do wait "$pid" || failed=1; done
     return "$failed"
 }
 
 # Whether every node's own view of the cluster lists all three as running.
 cluster_complete() {
-    local n running
+    local n views complete=0
+    local -a asks=()
+    views=$(mktemp -d)
     for n in "${NODES[@]}"; do
-        running=$(running_as_seen_by "$n" | tr '\n' ' ')
-        [ "$running" = "1 2 3 " ] || return 1
+        running_as_seen_by "$n" | tr '\n' ' ' >"$views/$n" &
+        asks+=($!)
     done
+    for n in "${asks[@]}"; do wait "$n" || true; done
+    for n in "${NODES[@]}"; do
+        [ "$(cat "$views/$n")" = "1 2 3 " ] || complete=1
+    done
+    rm -rf "$views"
+    return "$complete"
 }
 
 # A blank node that came up as a cluster of its own (it found no peer in time) is joined to
