@@ -78,7 +78,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """After deselection (-k, -m) and any reordering: the first test that uses `cluster`
     sets it up, the session's last test tears it down."""
     first = next((item for item in items if "cluster" in getattr(item, "fixturenames", ())), None)
-    if first is None:
+    if first is None or not first.config.pluginmanager.hasplugin("timeout"):
         return
     _extend_timeout(first, START_BUDGET)
     _extend_timeout(items[-1], STOP_BUDGET)
