@@ -1,2 +1,3 @@
 """Helpers shared by the tests: broker control, a pausable TCP proxy, a gateway driver, the
-fuzzing checks, and the sync event most tests need."""
+fuzzing checks, the sync event most tests need, and the three-node cluster of
+scripts/cluster.sh."""
