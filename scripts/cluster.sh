@@ -70,9 +70,15 @@ CTL_LIMIT=60
 say() { printf '[cluster] %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
 
+# The header above, up to the settings: on stdout for help, on stderr (exit 2) for a
+# command line this script does not take.
 usage() {
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
     exit 2
+}
+
+help() {
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 node_name() { echo "${NODE_PREFIX}$1@${HOST}"; }
@@ -696,7 +702,7 @@ main() {
             shift
             ctl "$n" "$@"
             ;;
-        -h | --help | help) usage ;;
+        -h | --help | help) help ;;
         *) usage ;;
     esac
 }
