@@ -345,6 +345,9 @@ write_node_files() {
         echo "management.tcp.ip = 127.0.0.1"
         echo "prometheus.tcp.port = $(prometheus_port "$n")"
         echo "prometheus.tcp.ip = 127.0.0.1"
+        # One name for the whole cluster (by default each node reports its own node name
+        # and host): the management UI's header and Prometheus' rabbitmq_identity_info label.
+        echo "cluster_name = syncgate-cluster"
         # Cluster formation: classic_config lists the three nodes. A blank node takes a
         # lock (global, over the listed nodes), looks for a listed peer that runs and joins
         # it; with none running it retries (discovery_retry_limit times, 0.5 s apart) and
@@ -444,21 +447,18 @@ launch_and_wait() {
     return "$failed"
 }
 
-# Whether every node's own view of the cluster lists all three as running.
+# Whether the cluster lists all three nodes as running. One node's view is the cluster's (the
+# membership is one replicated table), and each rabbitmqctl costs a second or two of CPU on a
+# busy machine: node 1 is asked, or the first running node after it.
 cluster_complete() {
-    local n views complete=0
-    local -a asks=()
-    views=$(mktemp -d)
+    local n
     for n in "${NODES[@]}"; do
-        running_as_seen_by "$n" | tr '\n' ' ' >"$views/$n" &
-        asks+=($!)
+        if is_running "$n"; then
+            [ "$(running_as_seen_by "$n" | tr '\n' ' ')" = "1 2 3 " ]
+            return
+        fi
     done
-    for n in "${asks[@]}"; do wait "$n" || true; done
-    for n in "${NODES[@]}"; do
-        [ "$(cat "$views/$n")" = "1 2 3 " ] || complete=1
-    done
-    rm -rf "$views"
-    return "$complete"
+    return 1
 }
 
 # A blank node that came up as a cluster of its own (it found no peer in time) is joined to
@@ -539,7 +539,7 @@ cmd_start() {
 }
 
 cmd_start_node() {
-    local n=$1 begin deadline other
+    local n=$1 begin deadline other asked
     check_node_number "$n"
     begin=$(now)
     deadline=$((begin + START_TIMEOUT))
@@ -553,15 +553,20 @@ cmd_start_node() {
         check_ports_free "$n"
         launch_and_wait "$deadline" "$n"
     fi
-    # A member again: every running node lists it as running.
+    # A member again: a running peer lists it as running (or, with no peer running, it
+    # lists itself; it would not have booted without the peers it knew, though).
+    asked=$n
     for other in "${NODES[@]}"; do
-        is_running "$other" || continue
-        until running_as_seen_by "$other" | grep -qx "$n"; do
-            if [ "$(now)" -ge "$deadline" ]; then
-                die "$(node_name "$other") does not list $(node_name "$n") as running"
-            fi
-            sleep 1
-        done
+        if [ "$other" != "$n" ] && is_running "$other"; then
+            asked=$other
+            break
+        fi
+    done
+    until running_as_seen_by "$asked" | grep -qx "$n"; do
+        if [ "$(now)" -ge "$deadline" ]; then
+            die "$(node_name "$asked") does not list $(node_name "$n") as running"
+        fi
+        sleep 1
     done
     say "$(node_name "$n") runs and is a member again, in $(($(now) - begin))s"
 }
