@@ -15,7 +15,7 @@ import aio_pika
 import aiohttp
 import pytest
 
-from syncgate.topology import QUORUM
+from common.topology import QUORUM
 from tests.conftest import AMQP_URL, management_get
 from tests.support.broker import rabbitmqctl
 from tests.support.cluster import Cluster
