@@ -38,7 +38,13 @@ from bench.systems import (
     start_syncgate,
     start_syncgate_consumer,
 )
-from bench.workspace import BENCH_EMAIL, BENCH_PASSWORD, Workspace
+from bench.workspace import (
+    BENCH_EMAIL,
+    BENCH_PASSWORD,
+    MANAGEMENT_AUTH,
+    MANAGEMENT_URL,
+    Workspace,
+)
 
 SYNC_BODY = b'{"data":{"bench":true}}'
 
@@ -341,6 +347,12 @@ async def check_cookies(workspace: Workspace, systems: list[HttpSystem]) -> list
             for system in systems:
                 status, headers, body = await post(http, system, Case(name, 202), credentials)
                 statuses.append(status)
+                if status == 401:
+                    cleared = headers.get("set-cookie", "")
+                    require(
+                        cleared.startswith("syncgate=") and "Max-Age=0" in cleared,
+                        f"{system.label}: {name} clears the cookie",
+                    )
                 if status == 202 and system.label == "node peer":
                     accepted.append(json.loads(body)["id"])
                     renewed = headers.get("set-cookie", "")
@@ -354,6 +366,51 @@ async def check_cookies(workspace: Workspace, systems: list[HttpSystem]) -> list
                 statuses == [expected] * len(systems),
                 f"{name}: {expected} from each (got {statuses})",
             )
+    return accepted
+
+
+async def close_connections(suffix: str) -> int:
+    """Close (through the management API) the broker connections whose name ends so."""
+    closed = 0
+    async with aiohttp.ClientSession(headers=MANAGEMENT_AUTH) as http:
+        for _ in range(100):  # the management API lists a new connection within seconds
+            async with http.get(f"{MANAGEMENT_URL}/api/connections") as response:
+                names = [
+                    c["name"]
+                    for c in await response.json()
+                    if str(c.get("user_provided_name", "")).endswith(suffix)
+                ]
+            if names:
+                break
+            await asyncio.sleep(0.1)
+        for name in names:
+            async with http.delete(
+                f"{MANAGEMENT_URL}/api/connections/{name}", headers={"X-Reason": "bench check"}
+            ) as response:
+                closed += response.status == 204
+    return closed
+
+
+async def check_reconnect(
+    channel: AbstractChannel, workspace: Workspace, peer: HttpSystem, credentials: Credentials
+) -> list[str]:
+    """The broker closes both of the peer's connections; both come back by themselves.
+    Returns the ids of the events accepted meanwhile."""
+    closed = await close_connections(f" {workspace.name('node.work')}")
+    require(closed == 2, f"the broker closed the peer's {closed} connections")
+    queue = workspace.name("node.work")
+    accepted: list[str] = []
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+        status = 0
+        for _ in range(100):
+            await asyncio.sleep(0.1)
+            status, _, body = await post(http, peer, Case("x", 202), credentials)
+            if status == 202:
+                accepted.append(str(json.loads(body)["id"]))
+                if (await queue_counts(channel, queue))[1] == 1:
+                    break
+        require(status == 202, "the gateway publishes again after its reconnect")
+    require((await queue_counts(channel, queue))[1] == 1, "the consumer consumes again")
     return accepted
 
 
@@ -372,6 +429,7 @@ async def check(
     accepted = await compare([syncgate, peer], credentials)
     accepted += await check_cookies(workspace, [syncgate, peer])
     accepted.append(await check_properties(channel, workspace, peer, credentials))
+    accepted += await check_reconnect(channel, workspace, peer, credentials)
     await check_consumer(channel, workspace, peer, accepted)
     await check_revocation(channel, workspace, syncgate, peer)
     started = [

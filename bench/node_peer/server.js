@@ -50,6 +50,10 @@ const app = Fastify({
   return503OnClosing: true,
 });
 
+// Set per request by the hooks below; declared up front, so every request has one shape.
+app.decorateRequest('signedIn', null);
+app.decorateRequest('eventId', undefined);
+
 /** The media type of a Content-Type header, lower-cased, without its parameters. */
 function mediaType(header) {
   const semi = header.indexOf(';');

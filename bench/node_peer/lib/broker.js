@@ -71,7 +71,7 @@ export class Broker {
 
   async open() {
     const connection = await amqp.connect(this.s.amqpUrl, {
-      clientProperties: { connection_name: 'bench-node-peer-gateway' },
+      clientProperties: { connection_name: `bench-node-peer-gateway ${this.s.queue}` },
     });
     connection.on('error', (err) => this.log.warn({ err: err.message }, 'broker connection error'));
     connection.on('close', () => this.lost('connection closed'));
