@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
@@ -125,7 +126,7 @@ async def _run(
         children.extend(ceiling.servers)
         systems.append(ceiling)
     ceiling_exchange = await declare_ceiling_topology(channel, workspace)
-    broker = broker_process()
+    broker = broker_process(urlsplit(AMQP_URL).port or 5672)
     loadgen = "wrk" if plan.use_wrk else "the Python load generator (wrk not found)"
     say(f"[bench] load from {loadgen}; {plan.rounds} round(s) of {plan.duration:g}s per point")
 
