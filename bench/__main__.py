@@ -6,7 +6,8 @@ import argparse
 import asyncio
 
 from bench.load import wrk_available
-from bench.runner import Plan, peer_installed, print_report, run
+from bench.runner import Plan, node_peer_installed, peer_installed, print_report, run
+from bench.systems import node_peer_missing
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -22,6 +23,8 @@ def main() -> None:
     parser.add_argument("--workers", type=_ints, default=(1, 2), help="gateway process counts")
     parser.add_argument("--prefetch", type=int, default=64, help="the consumers' prefetch")
     parser.add_argument("--no-peer", action="store_true", help="leave out FastAPI + FastStream")
+    parser.add_argument("--no-node-peer", action="store_true",
+                        help="leave out the Node.js peer (Fastify + amqplib)")  # fmt: skip
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                         help="only a memory soak: moderate load, gateway RSS sampled")  # fmt: skip
@@ -32,6 +35,9 @@ def main() -> None:
     peer = not args.no_peer and peer_installed()
     if not args.no_peer and not peer:
         print("[bench] the peer is left out: install the bench extra (pip install -e '.[bench]')")
+    node_peer = not args.no_node_peer and node_peer_installed()
+    if not args.no_node_peer and not node_peer:
+        print(f"[bench] the node peer is left out: {node_peer_missing()}")
     plan = Plan(
         concurrencies=(16,) if args.quick else args.concurrency,
         duration=2.0 if args.quick else args.duration,
@@ -39,6 +45,7 @@ def main() -> None:
         workers=(1,) if args.quick else args.workers,
         prefetch=args.prefetch,
         peer=peer,
+        node_peer=node_peer,
         use_wrk=use_wrk,
         soak=args.soak,
     )

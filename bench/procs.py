@@ -81,12 +81,21 @@ def rss_of(children: Sequence[Child]) -> int:
     return sum(child.rss_bytes() for child in children)
 
 
-def broker_process() -> psutil.Process | None:
-    """RabbitMQ's Erlang VM on this machine, to charge the broker's CPU too (None if remote)."""
-    for process in psutil.process_iter(["name"]):
-        if process.info["name"] == "beam.smp":
-            return process
-    return None
+def broker_process(port: int = 5672) -> psutil.Process | None:
+    """RabbitMQ's Erlang VM on this machine, to charge the broker's CPU too (None if remote).
+
+    The one listening on the AMQP `port`: other nodes on the machine (a test's cluster) and
+    rabbitmqctl's own VMs are beam.smp too. Without that, the first beam.smp found.
+    """
+    beams = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "beam.smp"]
+    for process in beams:
+        with contextlib.suppress(psutil.Error):
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in process.net_connections("tcp")
+            ):
+                return process
+    return beams[0] if beams else None
 
 
 def process_cpu(process: psutil.Process | None) -> float:

@@ -147,6 +147,39 @@ def ratios(rows: Sequence[Row], *, target_c: int) -> list[str]:
     return out
 
 
+def _per_event_us(cpu: float | None, row: Row | None) -> float | None:
+    """CPU microseconds per accepted event (or request) of a row, if it has both."""
+    if cpu is None or row is None or not row.accepted:
+        return None
+    return cpu / row.accepted * 1e6
+
+
+def node_peer_comparison(rows: Sequence[Row], *, target_c: int) -> list[str]:
+    """syncgate beside the Node.js peer at the target concurrency, figure by figure."""
+    sg, node = _find(rows, "syncgate", target_c), _find(rows, "node peer", target_c)
+    sg_drain, node_drain = _find(rows, "syncgate consumer"), _find(rows, "node peer consumer")
+
+    def pair(figure: Callable[[Row | None], float | None], digits: int = 0) -> str:
+        return f"{_fmt(figure(sg), digits)} vs {_fmt(figure(node), digits)}"
+
+    def drain_us(row: Row | None) -> float | None:
+        return _per_event_us(row.consumer_cpu if row else None, row)
+
+    return [
+        f"syncgate vs node peer at c={target_c} (medians of this run; syncgate first):",
+        f"  acked/s {_ratio(_of(sg, 'ack_rate'), _of(node, 'ack_rate'))}"
+        f" ({pair(lambda r: _of(r, 'ack_rate'))});"
+        f" p99 {_ratio(_of(sg, 'p99_ms'), _of(node, 'p99_ms'))}"
+        f" ({pair(lambda r: _of(r, 'p99_ms'), 1)} ms)",
+        f"  µs CPU per event: gateway {pair(lambda r: _of(r, 'cpu_us_per_request'))};"
+        f" consumer {pair(lambda r: _per_event_us(_of(r, 'consumer_cpu'), r))};"
+        f" broker {pair(lambda r: _per_event_us(_of(r, 'broker_cpu'), r))}",
+        f"  consumer on a backlog (prefetch {sg_drain.concurrency if sg_drain else '?'}):"
+        f" {_fmt(_of(sg_drain, 'ack_rate'))} vs {_fmt(_of(node_drain, 'ack_rate'))} acks/s,"
+        f" {_fmt(drain_us(sg_drain))} vs {_fmt(drain_us(node_drain))} µs CPU/event",
+    ]
+
+
 def plot(rows: Sequence[Row], path: Path) -> Path | None:
     """p99 latency against throughput, one line per system; None without matplotlib."""
     try:

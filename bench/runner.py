@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import aiohttp
@@ -21,7 +22,9 @@ from bench.procs import Child, broker_process, rss_of
 from bench.systems import (
     HttpSystem,
     declare_ceiling_topology,
+    node_peer_missing,
     start_ceiling_server,
+    start_node_peer,
     start_peer,
     start_syncgate,
     start_syncgate_consumer,
@@ -39,6 +42,7 @@ class Plan:
     workers: tuple[int, ...] = (1, 2)
     prefetch: int = 64
     peer: bool = True
+    node_peer: bool = True
     use_wrk: bool = True
     soak: float = 0.0
 
@@ -49,6 +53,11 @@ class Plan:
 
 def peer_installed() -> bool:
     return all(importlib.util.find_spec(m) for m in ("fastapi", "faststream", "uvicorn"))
+
+
+def node_peer_installed() -> bool:
+    """`node` is on the PATH and bench/node_peer's packages are installed (see systems.py)."""
+    return node_peer_missing() is None
 
 
 @contextlib.asynccontextmanager
@@ -106,12 +115,18 @@ async def _run(
         peer = await start_peer(workspace, connection, plan.prefetch)
         children.extend(peer.children)
         systems.append(peer)
+    drained = [systems[0]]
+    if plan.node_peer:
+        node_peer = await start_node_peer(workspace, connection, plan.prefetch)
+        children.extend(node_peer.children)
+        systems.append(node_peer)
+        drained.append(node_peer)
     for kind in ("static", "session"):
         ceiling = await start_ceiling_server(workspace, kind)
         children.extend(ceiling.servers)
         systems.append(ceiling)
     ceiling_exchange = await declare_ceiling_topology(channel, workspace)
-    broker = broker_process()
+    broker = broker_process(urlsplit(AMQP_URL).port or 5672)
     loadgen = "wrk" if plan.use_wrk else "the Python load generator (wrk not found)"
     say(f"[bench] load from {loadgen}; {plan.rounds} round(s) of {plan.duration:g}s per point")
 
@@ -172,17 +187,20 @@ async def _run(
             )
         for system in rotated(scaling, round_no):
             await point(round_no, system, plan.target_c, pause_consumers=True)
-        drain = await consumer_drain(
-            systems[0],
-            workspace.name("events"),
-            concurrency=plan.target_c,
-            duration=plan.duration,
-            prefetch=plan.prefetch,
-            channel=channel,
-            broker=broker,
-        )
-        if drain is not None:
-            rows.append(drain)
+        # Each consumer on a backlog, to compare with D (and syncgate's with the Node peer's).
+        for system in rotated(drained, round_no):
+            assert system.exchange is not None
+            drain = await consumer_drain(
+                system,
+                system.exchange,
+                concurrency=plan.target_c,
+                duration=plan.duration,
+                prefetch=plan.prefetch,
+                channel=channel,
+                broker=broker,
+            )
+            if drain is not None:
+                rows.append(drain)
     return rows
 
 
@@ -244,6 +262,9 @@ def print_report(rows: list[Row], plan: Plan) -> None:
     print()
     for line in report.ratios(medians, target_c=plan.target_c):
         print(line)
+    if plan.node_peer:
+        for line in report.node_peer_comparison(medians, target_c=plan.target_c):
+            print(line)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     png = report.plot(medians, RESULTS / f"p99-vs-throughput-{stamp}.png")
     print(

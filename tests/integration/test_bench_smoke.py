@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 
 from bench.measure import Row
-from bench.report import median_rows, ratios
-from bench.runner import settled_verdict
+from bench.report import median_rows, node_peer_comparison, ratios
+from bench.runner import node_peer_installed, settled_verdict
 from tests.conftest import MANAGEMENT_URL
 
 REPO = Path(__file__).resolve().parents[2]
 EXPECTED_ROWS = ("syncgate", "peer", "A static", "B session", "C publish", "D consume")
+# The Node.js peer runs wherever node is installed with its packages (scripts/bench.sh).
+NODE_ROWS = ("node peer", "node peer consumer")
 
 
 @pytest.mark.integration
@@ -41,13 +43,19 @@ def test_quick_mode_prints_a_row_for_every_system() -> None:
     assert "req/s" in header
     assert "p99 ms" in header
     assert "ack/s" in header
-    for system in EXPECTED_ROWS:
-        row = re.search(rf"^{re.escape(system)}\s+16\s+([\d,]+)\s", out, re.MULTILINE)
-        if system == "D consume":
-            row = re.search(r"^D consume\s+64\s+([\d,]+)\s", out, re.MULTILINE)
+    node = node_peer_installed()
+    for system in EXPECTED_ROWS + (NODE_ROWS if node else ()):
+        # D and the consumers on a backlog are listed at the prefetch.
+        c = 64 if system in ("D consume", "node peer consumer") else 16
+        row = re.search(rf"^{re.escape(system)}\s+{c}\s+([\d,]+)\s", out, re.MULTILINE)
         assert row is not None, f"no row for {system}:\n{out}"
         assert int(row.group(1).replace(",", "")) > 0, f"{system} served nothing:\n{out}"
     assert "(1) syncgate accepted-and-acked events/s ÷ peer:" in out
+    if node:
+        assert "syncgate vs node peer at c=16" in out
+        assert re.search(r"acked/s \d+\.\d\dx \(", out), out
+    else:
+        assert "the node peer is left out:" in out
     prefix = re.search(r"names (bench\.[0-9a-f]+)\.\*", out)
     assert prefix is not None
     assert _broker_names_starting_with(prefix.group(1)) == []
@@ -95,6 +103,23 @@ def test_scaling_is_reported_with_the_consumer_running_and_paused() -> None:
     scaling = ratios(rows, target_c=64)[4]
     assert "1.10x (110 vs 100) with the consumer running" in scaling
     assert "1.20x (180 vs 150) with it paused" in scaling
+
+
+def test_the_node_peer_line_compares_each_figure_per_event() -> None:
+    rows = [
+        _row("syncgate", 200, 10),
+        _row("node peer", 100, 20),
+        Row(
+            system="node peer consumer", concurrency=64, rate=4000, p50_ms=None, p99_ms=None,
+            failed=0, server_cpu=0.0, consumer_cpu=0.4, broker_cpu=0.1, rss_mb=50.0,
+            ack_rate=4000, depth_at_end=0, accepted=10_000,
+        ),
+    ]  # fmt: skip
+    lines = node_peer_comparison(rows, target_c=64)
+    assert "acked/s 2.00x (200 vs 100); p99 0.50x (10.0 vs 20.0 ms)" in lines[1]
+    # 1 CPU second over 200 and 100 events; no consumer CPU in these rows; no broker CPU.
+    assert "gateway 5,000 vs 10,000; consumer - vs -; broker 0 vs 0" in lines[2]
+    assert "- vs 4,000 acks/s, - vs 40 µs CPU/event" in lines[3]
 
 
 def test_soak_verdict_tells_growth_from_a_plateau() -> None:
