@@ -17,22 +17,5 @@ if ! command -v wrk >/dev/null 2>&1; then
     fi
 fi
 args=("$@")
-node_peer=bench/node_peer
-if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then
-    # better-sqlite3 is a native addon built for one Node ABI: a new node means a new install.
-    want="$(node --version) $(sha256sum "$node_peer/package-lock.json" | cut -c1-16)"
-    stamp="$node_peer/node_modules/.syncgate-installed"
-    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-        echo "[bench] installing the node peer's packages (npm ci in $node_peer)" >&2
-        if (cd "$node_peer" && npm ci --no-audit --no-fund --loglevel=error >&2); then
-            echo "$want" > "$stamp"
-        else
-            echo "[bench] npm ci failed in $node_peer: the node peer row is left out" >&2
-            args+=(--no-node-peer)
-        fi
-    fi
-else
-    echo "[bench] node and npm are not both installed: the node peer row is left out" >&2
-    args+=(--no-node-peer)
-fi
+scripts/ensure-node-peer.sh || args+=(--no-node-peer)
 exec .venv/bin/python -m bench ${args[@]+"${args[@]}"}

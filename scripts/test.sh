@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 scripts/ensure-broker.sh
 # Chromium for the browser test (Debian's package; Playwright's downloads are not used).
 scripts/ensure-browser.sh
-# The bench extra too: the bench smoke test runs the FastAPI + FastStream peer.
+# The bench extra too: the bench smoke test runs the FastAPI + FastStream peer, and the
+# Node.js peer where node is installed (the smoke test says so when it is not).
 scripts/venv.sh test bench
+scripts/ensure-node-peer.sh || true
 
 echo "[test] ruff" >&2
 .venv/bin/ruff check .
