@@ -53,7 +53,10 @@ def create_app(
 
     The publisher and the revocations are started with the app and closed at its shutdown.
     """
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    # gateway/body.py inflates compressed bodies itself, strictly (see `inflate` there).
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
+    )
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[CLOCK] = clock

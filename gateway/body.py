@@ -8,14 +8,16 @@ are checked on the result.
 
 from __future__ import annotations
 
+import zlib
 from typing import Any, TypeVar
 
 import pydantic_core
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.web_protocol import RequestPayloadError
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from gateway.errors import (
+    ClientGone,
     MalformedJson,
     PayloadTooLarge,
     UnreadableBody,
@@ -69,23 +71,76 @@ def parse_json(body: bytes, *, max_depth: int) -> Any:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The raw body, within client_max_size; every way reading it fails is a 4xx."""
+    """The body, inflated if it was compressed, within client_max_size; every way reading it
+    fails is a 4xx (or, for a client that went away, a 499 that nobody receives)."""
     limit = request.client_max_size
     # A declared length over the limit is refused before reading: otherwise the gateway would
     # wait for bytes a client announced but may never send.
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body may be at most {limit} bytes")
     try:
-        return await request.read()
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        # Chunked bodies, and compressed ones once inflated, are counted as they arrive.
+        # Chunked bodies are counted as they arrive.
         raise PayloadTooLarge(f"the body may be at most {limit} bytes") from None
     except RequestPayloadError:
-        # The framing or Content-Encoding broke after the headers were read (bad gzip, a bad
-        # chunk in a later packet); aiohttp leaves that to the handler, which would be a 500.
+        # The framing broke after the headers were read (a bad chunk in a later packet);
+        # aiohttp leaves that to the handler, which would be a 500.
         raise UnreadableBody(
             "the body could not be read: its encoding or framing is broken"
         ) from None
+    except ConnectionResetError:
+        # The client closed the connection before its body was in: its problem, not ours.
+        raise ClientGone("the client closed the connection before sending its body") from None
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING, "identity").strip().lower()
+    return body if encoding == "identity" else inflate(body, encoding, limit=limit)
+
+
+# aiohttp's own decompression (auto_decompress) is turned off for the gateway (gateway/app.py):
+# it accepts a gzip stream whose CRC and length trailer never arrived, so a truncated body
+# would pass as a whole one. Here a compressed body must end where its stream ends.
+_GZIP_WBITS = zlib.MAX_WBITS | 16
+
+
+def inflate(body: bytes, encoding: str, *, limit: int) -> bytes:
+    """The body under `Content-Encoding: encoding`, at most `limit` bytes once inflated."""
+    if encoding in ("gzip", "x-gzip"):
+        # Several gzip members in a row are one body (RFC 1952), as aiohttp reads them.
+        return _inflate(body, _GZIP_WBITS, limit, members=True)
+    if encoding == "deflate":
+        # RFC 9110's deflate is zlib-wrapped; some clients send raw deflate, and aiohttp took
+        # both, so both are read.
+        wbits = zlib.MAX_WBITS if _zlib_header(body) else -zlib.MAX_WBITS
+        return _inflate(body, wbits, limit, members=False)
+    raise UnsupportedMediaType(
+        "the Content-Encoding may be identity, gzip or deflate, nothing else"
+    )
+
+
+def _zlib_header(body: bytes) -> bool:
+    return len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+
+
+def _inflate(body: bytes, wbits: int, limit: int, *, members: bool) -> bytes:
+    inflated = bytearray()
+    rest = body
+    while True:
+        stream = zlib.decompressobj(wbits)
+        try:
+            # One byte past the limit is enough to know it is too large: a gzip bomb is never
+            # inflated further than that.
+            inflated += stream.decompress(rest, limit + 1 - len(inflated))
+        except zlib.error:
+            raise UnreadableBody("the body is not valid under its Content-Encoding") from None
+        if len(inflated) > limit or stream.unconsumed_tail:
+            raise PayloadTooLarge(f"the body may be at most {limit} bytes once inflated")
+        if not stream.eof:
+            raise UnreadableBody("the compressed body ends before its stream does")
+        rest = stream.unused_data
+        if not rest:
+            return bytes(inflated)
+        if not members:
+            raise UnreadableBody("the body goes on after its compressed stream ends")
 
 
 async def read_json_object(request: web.Request, *, max_depth: int) -> dict[str, Any]:

@@ -67,6 +67,14 @@ class InvalidIdempotencyKey(GatewayError):
     code = "invalid_idempotency_key"
 
 
+class ClientGone(GatewayError):
+    """The client closed its connection mid-request. Nobody receives the answer: the status
+    is nginx's 499 (client closed request), so logs and metrics tell it from a server error."""
+
+    status = 499
+    code = "client_closed_request"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
@@ -61,3 +63,20 @@ async def wait_ready_at(base_url: str, *, within: float) -> None:
                 pass
             assert time.monotonic() < deadline, f"{base_url} never became ready"
             await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[tuple[str, int]]:
+    """`app` served as the gateway serves it (an AppRunner and a TCP site, as web.run_app
+    does, with its defaults), on a free loopback port: (host, port). aiohttp's test server
+    differs in one way that matters to some tests: it cancels a handler whose client went
+    away, where the gateway's server lets the handler run on."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield str(host), int(port)
+    finally:
+        await runner.cleanup()
