@@ -90,13 +90,50 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
+# Control characters, as a logged value may carry them (a request path with %0A, an id read
+# from a message), and their visible escapes. The JSON format escapes them by itself.
+_ESCAPES: dict[int, str] = {
+    **{code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))},
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: every control character written as its escape."""
+    return text.translate(_ESCAPES)
+
+
 class ConsoleFormatter(logging.Formatter):
+    """Readable lines for `make run`. Every record starts a line with its time; a value in it
+    cannot forge another line (control characters are escaped), and a traceback's lines are
+    indented, so they can never be read as records of their own."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
         context = " ".join(
-            f"{name}={getattr(record, name)}" for name, _ in _CONTEXT if hasattr(record, name)
+            f"{name}={escape_controls(str(getattr(record, name)))}"
+            for name, _ in _CONTEXT
+            if hasattr(record, name)
         )
         return f"{line} {context}" if context else line
+
+
+def _indented(text: str) -> str:
+    return "\n".join(f"    {escape_controls(line)}" for line in text.splitlines())
 
 
 def log_handler(fmt: LogFormat = "json", stream: TextIO | None = None) -> logging.Handler:

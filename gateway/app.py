@@ -33,6 +33,7 @@ from gateway.page import setup_page
 from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
 from gateway.runs_view import routes as runs_routes
+from gateway.server_log import install_client_fault_filter
 from gateway.sessions import session_storage
 from gateway.settings import GatewaySettings
 from gateway.users import UserStore
@@ -54,6 +55,7 @@ def create_app(
     The publisher and the revocations are started with the app and closed at its shutdown.
     """
     # gateway/body.py inflates compressed bodies itself, strictly (see `inflate` there).
+    install_client_fault_filter()
     app = web.Application(
         client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
     )

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import logging
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -22,9 +25,10 @@ from multidict import CIMultiDict
 
 from gateway.responses import ErrorBody
 from gateway.settings import GatewaySettings
-from tests.conftest import AiohttpClient, login
+from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
 from tests.support.app import gateway_app
 from tests.support.fakes import FakePublisher
+from tests.support.gateway import serving
 
 Client = TestClient[web.Request, web.Application]
 
@@ -123,6 +127,8 @@ def _nested(depth: int) -> bytes:
 
 
 OVERSIZED = b'{"data":"' + b"x" * MAX_BODY + b'"}'
+VALID = b'{"data":{"pages":[1,2]}}'
+GZIPPED = gzip.compress(VALID)
 
 BODY_ROWS: dict[str, BodyRow] = {
     "over the limit": BodyRow(413, "payload_too_large", OVERSIZED),
@@ -138,6 +144,27 @@ BODY_ROWS: dict[str, BodyRow] = {
     ),
     "gzip that is not gzip": BodyRow(
         400, "unreadable_body", b'{"data":1}', headers=[("Content-Encoding", "gzip")]
+    ),
+    "gzip without its CRC and length trailer": BodyRow(
+        400, "unreadable_body", GZIPPED[:-8], headers=[("Content-Encoding", "gzip")]
+    ),
+    "gzip with half its trailer": BodyRow(
+        400, "unreadable_body", GZIPPED[:-4], headers=[("Content-Encoding", "gzip")]
+    ),
+    "gzip with a wrong CRC": BodyRow(
+        400,
+        "unreadable_body",
+        GZIPPED[:-8] + b"\0\0\0\0" + GZIPPED[-4:],
+        headers=[("Content-Encoding", "gzip")],
+    ),
+    "gzip with bytes after its stream": BodyRow(
+        400, "unreadable_body", GZIPPED + b"xyz", headers=[("Content-Encoding", "gzip")]
+    ),
+    "deflate cut short": BodyRow(
+        400, "unreadable_body", zlib.compress(VALID)[:-4], headers=[("Content-Encoding", "deflate")]
+    ),
+    "a Content-Encoding we do not read": BodyRow(
+        415, "unsupported_media_type", VALID, headers=[("Content-Encoding", "br")]
     ),
     "malformed JSON": BodyRow(400, "malformed_json", b'{"data":'),
     "trailing garbage": BodyRow(400, "malformed_json", b'{"data":1} x'),
@@ -273,6 +300,34 @@ async def test_a_body_at_the_limit_is_accepted(
     assert len(fake_publisher.published) == 2
 
 
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", GZIPPED),
+        ("x-gzip", GZIPPED),
+        ("gzip", GZIPPED[:-4] + GZIPPED[-4:]),  # the same bytes, the trailer whole
+        ("deflate", zlib.compress(VALID)),
+        ("deflate", zlib.compress(VALID)[2:-4]),  # raw deflate, as some clients send it
+        ("identity", VALID),
+    ],
+)
+async def test_a_whole_compressed_body_is_read(
+    client: Client, fake_publisher: FakePublisher, encoding: str, body: bytes
+) -> None:
+    headers = [("Content-Type", "application/json"), ("Content-Encoding", encoding)]
+    response = await send_raw(client, "POST /api/sync HTTP/1.1", headers, body)
+    assert response.status == 202, response.body
+    assert [event.data for event, _ in fake_publisher.published] == [{"pages": [1, 2]}]
+
+
+async def test_two_gzip_members_are_one_body(client: Client, fake_publisher: FakePublisher) -> None:
+    body = gzip.compress(b'{"data":') + gzip.compress(b'"two"}')
+    headers = [("Content-Type", "application/json"), ("Content-Encoding", "gzip")]
+    response = await send_raw(client, "POST /api/sync HTTP/1.1", headers, body)
+    assert response.status == 202, response.body
+    assert [event.data for event, _ in fake_publisher.published] == ["two"]
+
+
 @pytest.mark.parametrize("email", ["tü@example.com", "ädä@exämple.com", "\u0098"])
 async def test_a_non_ascii_email_is_a_wrong_login_not_a_crash(
     client: Client, fake_publisher: FakePublisher, email: str
@@ -282,3 +337,83 @@ async def test_a_non_ascii_email_is_a_wrong_login_not_a_crash(
     body = f'{{"email":"{email}","password":"whatever"}}'.encode()
     response = await send_raw(client, "POST /api/auth/login HTTP/1.1", json, body)
     await assert_refused(client, fake_publisher, response, 401, "invalid_credentials")
+
+
+async def open_raw(client: Client) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    assert client.server.host is not None
+    assert client.server.port is not None
+    return await asyncio.open_connection(client.server.host, client.server.port)
+
+
+def errors_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_an_upload_cut_off_midway_is_the_clients_problem(
+    make_settings: Callable[..., GatewaySettings],
+    fake_publisher: FakePublisher,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Served as the gateway serves: a client that goes away does not cancel its handler,
+    # which reads on and finds the connection reset (aiohttp's test server would cancel it).
+    app = gateway_app(make_settings(), publisher=fake_publisher)
+    async with (
+        serving(app) as (host, port),
+        aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http,
+    ):
+        base = f"http://{host}:{port}"
+        login = await http.post(
+            f"{base}/api/auth/login", json={"email": EMAIL, "password": PASSWORD}
+        )
+        assert login.status == 200
+        csrf = (await login.json())["csrfToken"]
+        cookies = "; ".join(f"{c.key}={c.value}" for c in http.cookie_jar)
+        caplog.set_level(logging.INFO)
+        _, writer = await asyncio.open_connection(host, port)
+        head = (
+            "POST /api/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Cookie: {cookies}\r\nX-CSRF-Token: {csrf}\r\nContent-Length: 100\r\n\r\n"
+        )
+        writer.write(head.encode() + b'{"data": "half of it')
+        await writer.drain()
+        await asyncio.sleep(0.1)  # the gateway is now waiting for the rest of the body
+        writer.close()
+
+        for _ in range(100):
+            lines = [r for r in caplog.records if r.name == "syncgate.gateway.http"]
+            if lines:
+                break
+            await asyncio.sleep(0.02)
+        assert [r.getMessage() for r in lines] == ["POST /api/sync 499"]
+        assert lines[0].levelno == logging.INFO
+        assert errors_logged(caplog) == []
+        assert fake_publisher.published == []
+        metrics = await (await http.get(f"{base}/metrics")).text()
+    assert 'status="499"' in metrics
+    assert 'status="500"' not in metrics
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n",
+        b"POST /api/sync HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n\r\n",
+        b"NOT A REQUEST\r\n\r\n",
+    ],
+    ids=["a NUL in a header", "a header line too long", "a bad chunk size", "no request line"],
+)
+async def test_broken_framing_is_refused_with_one_info_line_and_no_traceback(
+    client: Client, caplog: pytest.LogCaptureFixture, raw: bytes
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    reader, writer = await open_raw(client)
+    writer.write(raw)
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.split()[1] == b"400"
+    await asyncio.sleep(0.05)
+    assert errors_logged(caplog) == []
+    server = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in server), server

@@ -142,6 +142,48 @@ def test_the_console_format_appends_the_context_ids() -> None:
     assert "tests.logs.console: hello request_id=req-9" in line
 
 
+def console_lines(log: Callable[[logging.Logger], None]) -> list[str]:
+    stream = io.StringIO()
+    logger = logging.getLogger("tests.logs.console")
+    handler = log_handler("console", stream)
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        log(logger)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+    return stream.getvalue().splitlines()
+
+
+def test_a_console_value_cannot_forge_a_second_line() -> None:
+    # What a request for /x%0A12:00:00 INFO forged would log, and ids read from a message.
+    forged = "/x\n12:00:00 INFO    syncgate.gateway.http: POST /api/sync 202\r\x1b[2J\u2028"
+    token = event_id_var.set("id\nforged")
+    try:
+        lines = console_lines(lambda logger: logger.info("GET %s 404", forged))
+    finally:
+        event_id_var.reset(token)
+    (line,) = lines
+    assert "/x\\n12:00:00 INFO" in line
+    assert "\\r\\x1b[2J\\u2028" in line
+    assert line.endswith("event_id=id\\nforged")
+
+
+def test_a_console_traceback_is_indented_under_its_record() -> None:
+    def log(logger: logging.Logger) -> None:
+        try:
+            raise ValueError("a message\n12:00:00 INFO    forged: line")
+        except ValueError:
+            logger.exception("it failed")
+
+    first, *rest = console_lines(log)
+    assert "tests.logs.console: it failed" in first
+    assert rest, "the traceback is there"
+    assert all(line.startswith("    ") for line in rest), rest
+
+
 async def test_the_gateway_logs_each_request_as_json_with_its_request_id(
     aiohttp_client: AiohttpClient,
     make_settings: Callable[..., GatewaySettings],
