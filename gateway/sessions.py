@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import secrets
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -36,6 +37,8 @@ RENEW_AFTER_SECONDS = 60
 DECRYPTED_COOKIES_CACHED = 10_000
 # As cryptography's Fernet: a token stamped this far in the future is refused.
 _MAX_CLOCK_SKEW = 60
+# Session ids are secrets.token_urlsafe(16): 22 characters.
+_MAX_SESSION_ID = 64
 
 
 def cookie_name(secure: bool) -> str:
@@ -102,7 +105,12 @@ class RotatingCookieStorage(AbstractStorage):
         if cookie is not None:
             try:
                 data = orjson.loads(self._decrypt(cookie))
-                if isinstance(data, dict) and isinstance(data.get("session"), dict):
+                if (
+                    isinstance(data, dict)
+                    and isinstance(data.get("session"), dict)
+                    # aiohttp-session stamps and ages `created` by the wall clock.
+                    and timestamp(data.get("created"), now=int(time.time())) is not None
+                ):
                     return Session(
                         None, data=cast(SessionData, data), new=False, max_age=self.max_age
                     )
@@ -143,8 +151,31 @@ async def start_session(request: web.Request, user: EventUser) -> SignedIn:
     return SignedIn(user=user, session_id=session_id, issued_at=now)
 
 
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+def timestamp(value: Any, *, now: int) -> int | None:
+    """`value` as a time in whole seconds, or None unless it is a plain integer between the
+    epoch and `now` (plus the clock skew allowed between gateways).
+
+    A cookie only ever holds what a gateway wrote, so anything else means a key leaked or was
+    misused: such a session counts as none (401), never as a 500, and a time far in the
+    future could otherwise keep a session valid forever and break what is computed from it.
+    """
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and 0 <= value <= now + _MAX_CLOCK_SKEW
+    ):
+        return value
+    return None
+
+
+def renew_after(idle_timeout: int) -> int:
+    """How long after its last renewal a session's idle timestamp is renewed again.
+
+    At most once a minute, so a busy client is not sent a new cookie on every request; and
+    within half the idle timeout, so a client active more often than the timeout is never
+    timed out (an idle timeout under a minute would otherwise act as an absolute one).
+    """
+    return min(RENEW_AFTER_SECONDS, idle_timeout // 2)
 
 
 async def require_user(request: web.Request) -> SignedIn:
@@ -163,17 +194,21 @@ async def _check_session(request: web.Request) -> SignedIn:
     if session.new:
         raise NotAuthenticated("sign in first")
     settings = request.app[SETTINGS]
+    now = int(request.app[CLOCK]())
     user_id, session_id = session.get("uid"), session.get("sid")
-    issued_at, seen_at = _int(session.get("iat")), _int(session.get("seen"))
+    issued_at = timestamp(session.get("iat"), now=now)
+    seen_at = timestamp(session.get("seen"), now=now)
     if (
         not isinstance(user_id, str)
         or not isinstance(session_id, str)
+        or not 0 < len(session_id) <= _MAX_SESSION_ID
         or issued_at is None
         or seen_at is None
+        or seen_at < issued_at
     ):
         session.invalidate()
+        log.info("rejected a session whose contents make no sense")
         raise NotAuthenticated("sign in first")
-    now = int(request.app[CLOCK]())
     if now - issued_at > settings.session_absolute_timeout:
         session.invalidate()
         log.info("rejected a session past its absolute timeout")
@@ -196,7 +231,7 @@ async def _check_session(request: web.Request) -> SignedIn:
     if record is None:
         session.invalidate()
         raise NotAuthenticated("the user no longer exists")
-    if now - seen_at >= RENEW_AFTER_SECONDS:
+    if now - seen_at >= renew_after(settings.session_idle_timeout):
         session["seen"] = now
     return SignedIn(user=record.public, session_id=session_id, issued_at=issued_at)
 

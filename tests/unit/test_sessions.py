@@ -6,8 +6,10 @@ Time is the app's injectable clock, so timeouts are tested without sleeping.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import random
+import time
 from collections.abc import Callable
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -18,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, make_mocked_request
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from gateway.csrf import csrf_token
 from gateway.errors import BrokerUnavailable
 from gateway.sessions import RotatingCookieStorage
 from gateway.settings import GatewaySettings
@@ -525,3 +528,93 @@ async def test_the_events_user_is_the_session_user_whatever_the_request_says(
     assert [response.status for response in accepted] == [202] * 4
     assert [event.user.id for event, _ in fake_publisher.published] == ["u-ada"] * 4
     assert {event.user.email for event, _ in fake_publisher.published} == {EMAIL}
+
+
+# Sessions that decrypt but make no sense (a leaked or misused key)
+
+NOW = 1_700_000_000
+
+
+def forged(session_key: str, *, created: object = None, **fields: object) -> str:
+    """A cookie made with the real key, holding what no gateway would write."""
+    session: dict[str, object] = {"uid": "u-ada", "sid": "s" * 22, "iat": NOW, "seen": NOW}
+    session.update(fields)
+    payload = {"created": int(time.time()) if created is None else created, "session": session}
+    # The standard library's json: it writes integers of any size, as a forger could.
+    return Fernet(session_key).encrypt_at_time(json.dumps(payload).encode(), NOW).decode()
+
+
+NONSENSE: dict[str, dict[str, object]] = {
+    "created is text": {"created": "1700000000"},
+    "created is a float": {"created": 1.5},
+    "created is true": {"created": True},
+    "created is before the epoch": {"created": -1},
+    "created is past 64 bits": {"created": 2**64},
+    "iat is text": {"iat": "1700000000"},
+    "iat is the largest 64-bit integer": {"iat": 2**64 - 1},
+    "iat is an hour ahead": {"iat": NOW + 3600, "seen": NOW + 3600},
+    "iat is before the epoch": {"iat": -5},
+    "seen is before iat": {"seen": NOW - 10},
+    "seen is far ahead": {"seen": 2**70},
+    "the session id is a number": {"sid": 123},
+    "the session id is empty": {"sid": ""},
+    "the session id is a kilobyte": {"sid": "s" * 1024},
+    "the user id is a number": {"uid": 5},
+}
+
+
+@pytest.mark.parametrize("fields", NONSENSE.values(), ids=NONSENSE.keys())
+async def test_a_session_that_makes_no_sense_is_no_session(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    fake_publisher: FakePublisher,
+    session_key: str,
+    fields: dict[str, object],
+) -> None:
+    client = await gateway_client(
+        aiohttp_client, make_settings(), publisher=fake_publisher, clock=FakeClock(NOW)
+    )
+    cookie = forged(session_key, **fields)
+    sid = fields.get("sid", "s" * 22)
+    headers = {
+        "Cookie": f"{COOKIE}={cookie}",
+        "X-CSRF-Token": csrf_token([session_key], sid if isinstance(sid, str) else ""),
+    }
+    assert await (await client.get("/api/auth/session", headers=headers)).json() == {}
+    for path in ("/api/sync", "/api/auth/logout", "/api/auth/csrf"):
+        method = client.get if path.endswith("csrf") else client.post
+        response = await method(path, headers=headers)
+        assert response.status == 401, (path, await response.text())
+    assert fake_publisher.published == []
+
+
+async def test_the_same_session_with_sane_fields_is_signed_in(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    fake_publisher: FakePublisher,
+    session_key: str,
+) -> None:
+    """The forged cookies above fail for their one bad field, not for being forged."""
+    client = await gateway_client(
+        aiohttp_client, make_settings(), publisher=fake_publisher, clock=FakeClock(NOW)
+    )
+    headers = {"Cookie": f"{COOKIE}={forged(session_key)}"}
+    assert await session_user(client, forged(session_key)) == "u-ada"
+    headers["X-CSRF-Token"] = csrf_token([session_key], "s" * 22)
+    assert (await client.post("/api/auth/logout", headers=headers)).status == 200
+
+
+async def test_an_idle_timeout_under_a_minute_is_renewed_by_use(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    fake_publisher: FakePublisher,
+    clock: FakeClock,
+) -> None:
+    settings = make_settings(session_idle_timeout=20, session_absolute_timeout=ABSOLUTE)
+    client = await gateway_client(aiohttp_client, settings, publisher=fake_publisher, clock=clock)
+    await login(client)
+    for _ in range(12):  # three minutes of use, a request every 15 s
+        clock.advance(15)
+        assert (await client.post("/api/sync", json={})).status == 202
+    clock.advance(21)
+    assert (await client.post("/api/sync", json={})).status == 401
