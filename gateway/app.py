@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 from aiohttp import web
@@ -39,6 +40,8 @@ from gateway.settings import GatewaySettings
 from gateway.users import UserStore
 from gateway.views import routes
 
+log = logging.getLogger(__name__)
+
 
 def create_app(
     settings: GatewaySettings,
@@ -56,6 +59,14 @@ def create_app(
     """
     # gateway/body.py inflates compressed bodies itself, strictly (see `inflate` there).
     install_client_fault_filter()
+    if settings.cookie_secure and not settings.origins:
+        # Behind a proxy the Host header is the proxy's to set, and the own origin comes
+        # from it: production names its public origins instead (README "Security").
+        log.warning(
+            "SYNCGATE_ALLOWED_ORIGINS is empty: state-changing requests are accepted only from"
+            " the origin in each request's Host header; behind a proxy, set it to the site's"
+            " public origin(s)"
+        )
     app = web.Application(
         client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,7 +13,7 @@ from cryptography.fernet import Fernet
 
 from gateway.settings import GatewaySettings
 from tests.conftest import EMAIL, PASSWORD, AiohttpClient, login
-from tests.support.app import gateway_client
+from tests.support.app import gateway_app, gateway_client
 from tests.support.fakes import FakePublisher
 
 Client = TestClient[web.Request, web.Application]
@@ -213,3 +214,20 @@ async def test_no_session_is_still_401_and_unknown_paths_404(
     client = await gateway_client(aiohttp_client, make_settings(), publisher=fake_publisher)
     await assert_refused(await client.post("/api/sync", json={}), 401, "not_authenticated")
     await assert_refused(await client.post("/api/nope", json={}), 404, "not_found")
+
+
+@pytest.mark.parametrize(
+    ("secure", "origins", "warned"),
+    [(True, "", True), (True, "https://app.example.com", False), (False, "", False)],
+)
+def test_secure_cookies_without_allowed_origins_warn_at_start_up(
+    make_settings: Callable[..., GatewaySettings],
+    caplog: pytest.LogCaptureFixture,
+    secure: bool,
+    origins: str,
+    warned: bool,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    gateway_app(make_settings(cookie_secure=secure, allowed_origins=origins))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("SYNCGATE_ALLOWED_ORIGINS" in w for w in warnings) is warned
