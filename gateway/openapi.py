@@ -356,6 +356,15 @@ def build_document(app: web.Application) -> dict[str, Any]:
             }
             if not operation.body_required:
                 described["requestBody"]["description"] = "Optional: no body counts as `{}`."
+            described["requestBody"]["description"] = " ".join(
+                filter(
+                    None,
+                    [
+                        described["requestBody"].get("description"),
+                        "A key repeated in an object: its last value is read.",
+                    ],
+                )
+            )
         paths.setdefault(path, {})[method.lower()] = described
     return {
         "openapi": "3.1.0",
@@ -365,7 +374,11 @@ def build_document(app: web.Application) -> dict[str, Any]:
             "description": (
                 "An HTTP-to-RabbitMQ event gateway. Errors always have the shape of "
                 f"`ErrorBody`. Bodies are at most {settings.max_body_bytes} bytes and JSON "
-                f"nests at most {settings.max_json_depth} levels."
+                f"nests at most {settings.max_json_depth} levels. In an object that repeats a "
+                "key, the last value of that key is the one read (RFC 8259 leaves it open; "
+                "refusing repeats would cost a second parse of every body). A compressed "
+                "body (`Content-Encoding: gzip` or `deflate`) must be whole, its stream "
+                "ending where the body ends."
             ),
         },
         "paths": paths,

@@ -417,3 +417,15 @@ async def test_broken_framing_is_refused_with_one_info_line_and_no_traceback(
     assert errors_logged(caplog) == []
     server = [r for r in caplog.records if r.name == "aiohttp.server"]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in server), server
+
+
+async def test_a_repeated_key_resolves_to_its_last_value_as_documented(
+    client: Client, fake_publisher: FakePublisher
+) -> None:
+    json = [("Content-Type", "application/json")]
+    body = b'{"data": {"page": 1, "page": 2}, "data": {"page": 3}}'
+    response = await send_raw(client, "POST /api/sync HTTP/1.1", json, body)
+    assert response.status == 202, response.body
+    assert [event.data for event, _ in fake_publisher.published] == [{"page": 3}]
+    document = await (await client.get("/openapi.json")).json()
+    assert "last value" in document["info"]["description"]
