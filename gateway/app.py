@@ -33,6 +33,7 @@ from gateway.openapi import setup_openapi
 from gateway.page import setup_page
 from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
+from gateway.routing import add_get, seal
 from gateway.runs_view import routes as runs_routes
 from gateway.server_log import install_client_fault_filter
 from gateway.sessions import session_storage
@@ -107,8 +108,10 @@ def create_app(
     )
     app.add_routes(routes)
     app.add_routes(runs_routes)
-    app.router.add_get("/metrics", metrics_view(metrics))
+    add_get(app, "/metrics", metrics_view(metrics))
     setup_page(app)
-    # Last: it documents the routes above (each needs its entry in gateway/openapi.py).
+    # It documents the routes above (each needs its entry in gateway/openapi.py).
     setup_openapi(app)
+    # Last: the route for every request no route above matches.
+    seal(app)
     return app

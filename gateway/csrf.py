@@ -27,6 +27,7 @@ from aiohttp.typedefs import Handler
 from gateway.body import is_json_content_type
 from gateway.errors import CsrfFailed, UnsupportedMediaType
 from gateway.keys import SETTINGS
+from gateway.routing import is_unmatched
 from gateway.sessions import require_user
 
 HEADER = "X-CSRF-Token"
@@ -94,7 +95,7 @@ def check_content_type(request: web.Request) -> None:
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Runs inside error_middleware (its errors are rendered) and after the session one."""
-    if request.method in SAFE_METHODS or request.match_info.http_exception is not None:
+    if request.method in SAFE_METHODS or is_unmatched(request):
         return await handler(request)
     check_origin(request)
     check_content_type(request)

@@ -75,6 +75,13 @@ class ClientGone(GatewayError):
     code = "client_closed_request"
 
 
+class ExpectationFailed(GatewayError):
+    """An `Expect` header other than `100-continue`, the only expectation the gateway meets."""
+
+    status = 417
+    code = "expectation_failed"
+
+
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "payload_too_large"

@@ -19,6 +19,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from gateway.routing import is_unmatched
+
 # Requests no route matched (404, 405) share one label: raw paths would let any client
 # create a new time series per URL it makes up.
 UNMATCHED = "unmatched"
@@ -80,7 +82,7 @@ class GatewayMetrics:
 
 def route_label(request: web.Request) -> str:
     resource = request.match_info.route.resource
-    return UNMATCHED if resource is None else resource.canonical
+    return UNMATCHED if resource is None or is_unmatched(request) else resource.canonical
 
 
 def metrics_middleware(metrics: GatewayMetrics) -> Middleware:

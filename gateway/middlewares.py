@@ -14,13 +14,14 @@ import time
 from typing import Any
 
 import uuid_utils
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from common.logs import request_id_var
-from gateway.errors import GatewayError
+from gateway.errors import ExpectationFailed, GatewayError
 from gateway.keys import REQUEST_ID
 from gateway.responses import ErrorBody, ErrorDetail, json_response
+from gateway.routing import CONTINUE
 
 log = logging.getLogger("syncgate.gateway.http")
 
@@ -90,6 +91,10 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        # Refused here, in the error shape: gateway/routing.py says why not before.
+        expect = request.headers.get(hdrs.EXPECT)
+        if expect is not None and expect.lower() != CONTINUE:
+            raise ExpectationFailed("the only expectation the gateway meets is 100-continue")
         return await handler(request)
     except GatewayError as exc:
         if exc.status >= 500:

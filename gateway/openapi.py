@@ -38,6 +38,7 @@ from gateway.responses import (
     SyncAccepted,
     json_response,
 )
+from gateway.routing import add_get, is_catch_all
 from gateway.sessions import cookie_name
 from gateway.views import LoginRequest, SyncRequest
 
@@ -88,7 +89,10 @@ RESPONSE_HEADERS = {
 }
 
 # The answers most routes share.
-_INTERNAL = {500: Answer("A bug; it is logged with the request id.")}
+_ANY = {
+    417: Answer("An Expect header other than 100-continue."),
+    500: Answer("A bug; it is logged with the request id."),
+}
 _SIGNED_IN = {
     401: Answer("No session, or a bad, forged or expired one."),
     503: Answer(
@@ -98,9 +102,15 @@ _SIGNED_IN = {
 }
 _CSRF = {403: Answer("Another site's origin, or no valid X-CSRF-Token.")}
 _BODY = {
-    400: Answer("Not JSON, bad UTF-8, a charset other than UTF-8, or past the JSON limits."),
-    413: Answer("The body is over SYNCGATE_MAX_BODY_BYTES."),
-    415: Answer("A body that is not application/json."),
+    400: Answer(
+        "Not JSON, bad UTF-8, a charset other than UTF-8, past the JSON limits, or a compressed"
+        " body that does not decode or is cut short."
+    ),
+    413: Answer("The body is over SYNCGATE_MAX_BODY_BYTES (once inflated, too)."),
+    415: Answer(
+        "A body that is not application/json, or a Content-Encoding other than identity,"
+        " gzip or deflate."
+    ),
     422: Answer("A JSON body that is not an object or does not match the contract."),
 }
 
@@ -125,7 +135,7 @@ _SYNC = Operation(
             "The broker did not confirm in time (or sessions are still loading); retry.",
             headers=("Retry-After",),
         ),
-        **_INTERNAL,
+        **_ANY,
     },
 )
 _HTML = Answer("An HTML page.", None, "text/html")
@@ -144,14 +154,14 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             401: Answer("Wrong email or password."),
             **_CSRF,
             429: Answer("Too many failed logins; wait.", headers=("Retry-After",)),
-            **_INTERNAL,
+            **_ANY,
         },
     ),
     ("GET", "/api/auth/csrf"): Operation(
         summary="The CSRF token of the current session",
         auth="session",
         tag="auth",
-        answers={200: Answer("The token.", CsrfTokenResponse), **_SIGNED_IN, **_INTERNAL},
+        answers={200: Answer("The token.", CsrfTokenResponse), **_SIGNED_IN, **_ANY},
     ),
     ("GET", "/api/auth/session"): Operation(
         summary="The signed-in user, or {} when signed out",
@@ -159,7 +169,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         answers={
             200: Answer("The user, or an empty object.", SessionResponse),
             503: _SIGNED_IN[503],
-            **_INTERNAL,
+            **_ANY,
         },
     ),
     ("POST", "/api/auth/logout"): Operation(
@@ -173,7 +183,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_BODY,
             **_SIGNED_IN,
             **_CSRF,
-            **_INTERNAL,
+            **_ANY,
         },
     ),
     ("GET", "/api/runs/{event_id}"): Operation(
@@ -185,13 +195,13 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             404: Answer("The id is not a UUID."),
             **_SIGNED_IN,
             503: Answer("The run store cannot be read, or sessions are still loading."),
-            **_INTERNAL,
+            **_ANY,
         },
     ),
     ("GET", "/healthz"): Operation(
         summary="The process is up",
         tag="operations",
-        answers={200: Answer("Up.", Health), **_INTERNAL},
+        answers={200: Answer("Up.", Health), **_ANY},
     ),
     ("GET", "/readyz"): Operation(
         summary="The broker link is open and the topology declared",
@@ -199,31 +209,31 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         answers={
             200: Answer("Ready.", Readiness),
             503: Answer("Not ready: the broker is unreachable.", Readiness),
-            **_INTERNAL,
+            **_ANY,
         },
     ),
     ("GET", "/metrics"): Operation(
         summary="Prometheus metrics",
         tag="operations",
-        answers={200: Answer("The text exposition format.", None, "text/plain"), **_INTERNAL},
+        answers={200: Answer("The text exposition format.", None, "text/plain"), **_ANY},
     ),
-    ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_INTERNAL}),
+    ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_ANY}),
     ("GET", "/static/{filename}"): Operation(
         summary="The web page's files",
         tag="pages",
         answers={
             200: Answer("The file.", None, "*/*"),
             404: Answer("No such file."),
-            **_INTERNAL,
+            **_ANY,
         },
     ),
     ("GET", "/openapi.json"): Operation(
         summary="This document",
         tag="pages",
-        answers={200: Answer("OpenAPI 3.1.", None, JSON), **_INTERNAL},
+        answers={200: Answer("OpenAPI 3.1.", None, JSON), **_ANY},
     ),
     ("GET", "/docs"): Operation(
-        summary="This document, for people", tag="pages", answers={200: _HTML, **_INTERNAL}
+        summary="This document, for people", tag="pages", answers={200: _HTML, **_ANY}
     ),
 }
 
@@ -236,7 +246,11 @@ def routed_operations(app: web.Application) -> Iterator[tuple[str, str]]:
     HEAD is left out where the same path has a GET: aiohttp adds one for every GET.
     A static directory is one path with a `{filename}` parameter.
     """
-    routes = [route for route in app.router.routes() if route.resource is not None]
+    routes = [
+        route
+        for route in app.router.routes()
+        if route.resource is not None and not is_catch_all(route)
+    ]
     seen: set[tuple[str, str]] = set()
     for route in routes:
         assert route.resource is not None
@@ -428,5 +442,5 @@ def setup_openapi(app: web.Application) -> None:
             },
         )
 
-    app.router.add_get("/openapi.json", openapi_json)
-    app.router.add_get("/docs", docs)
+    add_get(app, "/openapi.json", openapi_json)
+    add_get(app, "/docs", docs)

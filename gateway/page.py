@@ -7,6 +7,8 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.routing import add_get
+
 STATIC_DIR = Path(__file__).parent / "static"
 
 # Everything the page loads comes from the gateway itself: no inline script, no CDN.
@@ -45,5 +47,5 @@ def static_files(directory: Path) -> Handler:
 
 
 def setup_page(app: web.Application) -> None:
-    app.router.add_get("/", index)
-    app.router.add_get("/static/{filename}", static_files(STATIC_DIR))
+    add_get(app, "/", index)
+    add_get(app, "/static/{filename}", static_files(STATIC_DIR))

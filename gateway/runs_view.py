@@ -17,11 +17,12 @@ from common.stores.runs import RunStoreUnavailable
 from gateway.errors import RunStoreUnavailable as RunStoreUnavailableError
 from gateway.keys import RUNS
 from gateway.responses import json_response
+from gateway.routing import RouteTable
 from gateway.sessions import require_user
 
 log = logging.getLogger(__name__)
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 
 
 @routes.get("/api/runs/{event_id}")

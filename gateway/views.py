@@ -23,10 +23,11 @@ from gateway.keys import (
     USERS,
 )
 from gateway.responses import json_response
+from gateway.routing import RouteTable
 from gateway.sessions import end_session, require_user, start_session
 from schemas.events import ConfluenceAppSync
 
-routes = web.RouteTableDef()
+routes = RouteTable()
 
 
 class SyncRequest(BaseModel):

@@ -429,3 +429,39 @@ async def test_a_repeated_key_resolves_to_its_last_value_as_documented(
     assert [event.data for event, _ in fake_publisher.published] == [{"page": 3}]
     document = await (await client.get("/openapi.json")).json()
     assert "last value" in document["info"]["description"]
+
+
+@pytest.mark.parametrize("expect", ["bogus", "\xff", "100-continue, bogus"])
+@pytest.mark.parametrize(
+    "head", ["POST /api/sync HTTP/1.1", "GET /nowhere HTTP/1.1", "DELETE /api/sync HTTP/1.1"]
+)
+async def test_an_expectation_other_than_100_continue_is_a_417_in_the_error_shape(
+    client: Client, fake_publisher: FakePublisher, expect: str, head: str
+) -> None:
+    # Found by the framing fuzz: aiohttp's own Expect handler made an undecodable value a 500.
+    headers = [("Content-Type", "application/json"), ("Expect", expect)]
+    response = await send_raw(client, head, headers, b'{"data":1}')
+    await assert_refused(client, fake_publisher, response, 417, "expectation_failed")
+
+
+async def test_100_continue_is_met(client: Client, fake_publisher: FakePublisher) -> None:
+    reader, writer = await open_raw(client)
+    cookies = "; ".join(f"{c.key}={c.value}" for c in client.session.cookie_jar)
+    csrf = client.session.headers["X-CSRF-Token"]
+    body = b'{"data":"after the 100"}'
+    writer.write(
+        (
+            "POST /api/sync HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Cookie: {cookies}\r\nX-CSRF-Token: {csrf}\r\nExpect: 100-continue\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    assert await asyncio.wait_for(reader.readline(), 5) == b"HTTP/1.1 100 Continue\r\n"
+    assert await reader.readline() == b"\r\n"
+    writer.write(body)
+    await writer.drain()
+    status = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status.split()[1] == b"202"
+    assert [event.data for event, _ in fake_publisher.published] == ["after the 100"]
