@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -58,10 +59,22 @@ MAX_EXAMPLES = 100
 POSITIVE_DATA_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 
 
+class ErrorLines(logging.Handler):
+    """Every record at ERROR or above, from any logger in this process (the gateway's thread)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
 @dataclass(frozen=True, slots=True)
 class RunningGateway:
     url: str
     loop: asyncio.AbstractEventLoop
+    errors: ErrorLines
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Run `coroutine` on the gateway's loop (the test itself is synchronous)."""
@@ -122,15 +135,20 @@ def gateway(
     thread = threading.Thread(
         target=lambda: loop.run_until_complete(serve()), name="fuzzed-gateway", daemon=True
     )
+    errors = ErrorLines()
+    logging.getLogger().addHandler(errors)
     thread.start()
     url = started.result(timeout=30)
     try:
         asyncio.run(wait_ready_at(url, within=15))
-        yield RunningGateway(url, loop)
+        yield RunningGateway(url, loop, errors)
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(timeout=30)
         loop.close()
+        logging.getLogger().removeHandler(errors)
+    # Nothing a client can send is worth waking someone for.
+    assert errors.lines == [], errors.lines
 
 
 def answered(url: str, route: str, status: int) -> int:
