@@ -18,7 +18,7 @@ from typing import Any
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from common.amqp import connection_name
+from common.amqp import connection_name, negotiated_frame_max
 from common.republish import (
     ATTEMPT_HEADER,
     DEAD_LETTER_HEADERS,
@@ -27,6 +27,7 @@ from common.republish import (
     REASON_HEADER,
     REPLAYED_HEADER,
     ROUTING_KEY_HEADER,
+    CopyDoesNotFit,
     republished,
 )
 from consumers.settings import ConsumerSettings
@@ -98,11 +99,23 @@ def describe(message: AbstractIncomingMessage, work_queue: str) -> DeadLetter:
     )
 
 
-def replay_message(message: AbstractIncomingMessage, replays: int) -> aio_pika.Message:
-    """The event as the gateway sent it: first attempt again, the dead-letter headers gone."""
+def replay_message(
+    message: AbstractIncomingMessage, replays: int, *, frame_max: int
+) -> aio_pika.Message:
+    """The event as the gateway sent it: first attempt again, the dead-letter headers gone.
+    Raises CopyDoesNotFit like every republish (see common.republish)."""
     return republished(
-        message, {ATTEMPT_HEADER: 1, REPLAYED_HEADER: replays}, without=DEAD_LETTER_HEADERS
+        message,
+        {ATTEMPT_HEADER: 1, REPLAYED_HEADER: replays},
+        frame_max=frame_max,
+        without=DEAD_LETTER_HEADERS,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _Publisher:
+    exchange: aio_pika.abc.AbstractExchange
+    frame_max: int
 
 
 class DeadLetterQueue:
@@ -161,10 +174,10 @@ class DeadLetterQueue:
 
     async def replay_one(self, event_id: str) -> DeadLetter:
         """Replay the message with this event id; the others stay where they were."""
-        async with self._browsing() as queue, self._publishing() as exchange:
+        async with self._browsing() as queue, self._publishing() as publisher:
             while (message := await queue.get(no_ack=False, fail=False)) is not None:
                 if message.message_id == event_id:
-                    return await self._replay(message, exchange)
+                    return await self._replay(message, publisher)
         raise DeadLetterError(f"no event {event_id!r} in {self.name}")
 
     async def replay_all(self, *, limit: int) -> AsyncIterator[DeadLetter]:
@@ -173,26 +186,24 @@ class DeadLetterQueue:
         The limit is the count at the start: an event that fails again at once is
         dead-lettered behind the others, and must not be replayed in a loop.
         """
-        async with self._browsing() as queue, self._publishing() as exchange:
+        async with self._browsing() as queue, self._publishing() as publisher:
             for _ in range(limit):
                 message = await queue.get(no_ack=False, fail=False)
                 if message is None:
                     return
-                yield await self._replay(message, exchange)
+                yield await self._replay(message, publisher)
 
     @contextlib.asynccontextmanager
-    async def _publishing(self) -> AsyncIterator[aio_pika.abc.AbstractExchange]:
+    async def _publishing(self) -> AsyncIterator[_Publisher]:
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         async with channel:
             try:
                 exchange = await channel.get_exchange(self._settings.exchange)
             except aio_pika.exceptions.ChannelNotFoundEntity:
                 raise DeadLetterError(f"there is no exchange {self._settings.exchange!r}") from None
-            yield exchange
+            yield _Publisher(exchange, await negotiated_frame_max(channel))
 
-    async def _replay(
-        self, message: AbstractIncomingMessage, exchange: aio_pika.abc.AbstractExchange
-    ) -> DeadLetter:
+    async def _replay(self, message: AbstractIncomingMessage, publisher: _Publisher) -> DeadLetter:
         letter = describe(message, self._settings.queue)
         if letter.routing_key is None:
             raise DeadLetterError(
@@ -200,9 +211,13 @@ class DeadLetterQueue:
             )
         replays = (message.headers or {}).get(REPLAYED_HEADER, 0)
         count = replays + 1 if isinstance(replays, int) else 1
+        try:
+            copy = replay_message(message, count, frame_max=publisher.frame_max)
+        except CopyDoesNotFit as exc:
+            raise DeadLetterError(
+                f"event {letter.event_id} cannot be replayed: {exc}; it stays in {self.name}"
+            ) from None
         # The confirm comes first: only then may the DLQ forget the message.
-        await exchange.publish(
-            replay_message(message, count), routing_key=letter.routing_key, mandatory=True
-        )
+        await publisher.exchange.publish(copy, routing_key=letter.routing_key, mandatory=True)
         await message.ack()
         return letter
