@@ -93,6 +93,28 @@ def attempt_of(message: Delivery) -> int:
     return value if isinstance(value, int) and value >= 1 else 1
 
 
+# A validation error names where each error is: a location may be a key from the body.
+_SHOWN_ERRORS = 10
+_LOCATION_PART_BYTES = 80
+
+
+def _invalid_body(exc: Exception) -> str:
+    """Why the body is no event, quoting none of it unbounded."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)[:1000]
+    shown = [
+        ".".join(truncated(str(part), _LOCATION_PART_BYTES) for part in error["loc"])
+        + f": {truncated(error['msg'], 200)}"
+        for error in exc.errors(include_url=False, include_input=False)[:_SHOWN_ERRORS]
+    ]
+    count, more = exc.error_count(), exc.error_count() - len(shown)
+    return (
+        f"{count} validation error{'s' if count != 1 else ''} for {exc.title}: "
+        + "; ".join(shown)
+        + (f"; and {more} more" if more > 0 else "")
+    )
+
+
 class Runner:
     def __init__(
         self,
@@ -190,7 +212,7 @@ class Runner:
         except UnknownEvent as exc:
             return Decision(Settlement.DEAD_LETTER, "unknown_event", str(exc))
         except (orjson.JSONDecodeError, TypeError, KeyError, ValidationError) as exc:
-            return Decision(Settlement.DEAD_LETTER, "invalid_body", str(exc)[:1000])
+            return Decision(Settlement.DEAD_LETTER, "invalid_body", _invalid_body(exc))
 
         event_id = str(getattr(event, "id", message.message_id))
         handler = self._handlers.get(event_type.name)
@@ -219,7 +241,7 @@ class Runner:
             return Decision(Settlement.DEAD_LETTER, "handler_rejected", repr(exc)[:1000])
         except Exception as exc:
             if attempt_of(message) < self._settings.max_attempts:
-                log.warning("handler failed (attempt %d): %r", attempt_of(message), exc)
+                log.warning("handler failed (attempt %d): %.1000r", attempt_of(message), exc)
                 return Decision(Settlement.RETRY, "handler_failed", repr(exc)[:1000])
             return Decision(Settlement.DEAD_LETTER, "retries_exhausted", repr(exc)[:1000])
         writes.mark_processed(event_id)

@@ -1,10 +1,12 @@
-"""Bounded text: header values cut at a UTF-8 boundary with a marker."""
+"""Bounded text: header values cut at a UTF-8 boundary with a marker, and the registry's
+error quoting a bounded name."""
 
 from __future__ import annotations
 
 import re
 
 import hypothesis
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -12,6 +14,7 @@ from common.republish import (
     HEADER_VALUE_LIMIT,
     truncated,
 )
+from schemas.registry import REGISTRY, UnknownEvent
 
 MARKER = re.compile(r"…\[truncated (\d+) bytes\]\Z")
 
@@ -50,3 +53,14 @@ def test_short_text_is_left_alone() -> None:
     assert truncated("boom") == "boom"
     assert truncated("x" * HEADER_VALUE_LIMIT) == "x" * HEADER_VALUE_LIMIT
     assert truncated("x" * (HEADER_VALUE_LIMIT + 1)) == "x" * 999 + "…[truncated 26 bytes]"
+
+
+def test_an_unknown_events_error_quotes_a_bounded_name() -> None:
+    with pytest.raises(UnknownEvent) as raised:
+        REGISTRY.resolve("n" * 200_000, "1" * 5000)
+    message = str(raised.value)
+    assert len(message) < 500, len(message)
+    assert "truncated 199900 characters" in message
+    assert "truncated 4900 characters" in message
+    with pytest.raises(UnknownEvent, match=r"^no event model for name='jira/app.sync' v='1'$"):
+        REGISTRY.resolve("jira/app.sync", "1")

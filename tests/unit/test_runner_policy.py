@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import hypothesis
+import orjson
 import pytest
 from aio_pika.abc import AbstractMessage
 from aiormq.abc import FieldValue
@@ -601,6 +602,48 @@ async def test_the_fallback_says_why_in_one_warning_and_counts_a_dead_letter(
     assert sample("syncgate_consumer_messages_total", {"outcome": settlement.value}) == (
         1 if settlement is Settlement.DEAD_LETTER else 0
     )
+
+
+async def test_an_unknown_name_of_200_kb_is_quoted_cut(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    runner, *_ = runner_with(settings, runs, recording(Calls()))
+    body = orjson.dumps({"name": "n" * 200_000, "v": "1"})
+
+    decision = await runner.decide(FakeDelivery(body=body))
+
+    assert (decision.settlement, decision.reason) == (Settlement.DEAD_LETTER, "unknown_event")
+    assert len(decision.error) < 300, decision.error
+    assert "truncated 199900 characters" in decision.error
+
+
+async def test_a_validation_error_quotes_no_key_of_the_body_unbounded(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    runner, *_ = runner_with(settings, runs, recording(Calls()))
+    event = sync_event().model_dump(mode="json")
+    huge = {**event, "é" * 500_000: True, **{f"extra{n}": n for n in range(30)}}
+
+    decision = await runner.decide(FakeDelivery(body=orjson.dumps(huge)))
+
+    assert decision.reason == "invalid_body"
+    assert len(decision.error.encode()) < HEADER_VALUE_LIMIT * 2, len(decision.error)
+    assert decision.error.startswith("31 validation errors for confluence/app.sync v1: ")
+    assert "Extra inputs are not permitted" in decision.error
+    assert decision.error.endswith("; and 21 more")
+
+
+async def test_a_handler_failure_is_logged_cut(
+    settings: ConsumerSettings, runs: BatchedRunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner, *_ = runner_with(settings, runs, raising(RuntimeError("x" * 100_000)))
+
+    with caplog.at_level(logging.WARNING, logger="consumers.runner"):
+        decision = await runner.decide(delivery_of(sync_event()))
+
+    assert decision.settlement is Settlement.RETRY
+    [record] = caplog.records
+    assert len(record.getMessage().encode()) <= HEADER_VALUE_LIMIT + 64
 
 
 _header_values = st.one_of(st.text(max_size=3000), st.integers(-(2**63), 2**63 - 1), st.booleans())
