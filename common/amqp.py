@@ -7,7 +7,7 @@ import logging
 import socket
 
 import aio_pika
-from aio_pika.abc import AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractRobustConnection
 
 log = logging.getLogger(__name__)
 
@@ -36,3 +36,10 @@ async def connect_with_retry(
         except (TimeoutError, OSError, aio_pika.exceptions.AMQPError) as exc:
             log.warning("broker not reachable yet (%s); retrying in %.1fs", exc, interval)
             await asyncio.sleep(interval)
+
+
+async def negotiated_frame_max(channel: AbstractChannel) -> int:
+    """The `frame_max` the broker and aiormq agreed on for the channel's connection as it is
+    now (a robust channel is on a new connection after a reconnect); 0 means no limit."""
+    underlay = await channel.get_underlay_channel()
+    return underlay.connection.connection_tune.frame_max

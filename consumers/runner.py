@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,7 +16,7 @@ import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage
 from pydantic import ValidationError
 
-from common.amqp import connect_with_retry
+from common.amqp import connect_with_retry, negotiated_frame_max
 from common.logs import correlation_id_var, event_id_var
 from common.republish import (
     ATTEMPT_HEADER,
@@ -23,8 +25,10 @@ from common.republish import (
     REASON_HEADER,
     ROUTING_KEY_HEADER,
     SOURCE_QUEUE_HEADER,
+    CopyDoesNotFit,
     Delivered,
     republished,
+    truncated,
 )
 from common.topology import declare_consumer_topology
 from consumers.acks import BatchedAcks, Settleable
@@ -73,6 +77,10 @@ class Republisher(Protocol):
     ) -> object: ...
 
 
+FrameMax = Callable[[], Awaitable[int]]
+"""Reads the `frame_max` that the republishing channel's connection negotiated."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     settlement: Settlement
@@ -83,6 +91,28 @@ class Decision:
 def attempt_of(message: Delivery) -> int:
     value = (message.headers or {}).get(ATTEMPT_HEADER, 1)
     return value if isinstance(value, int) and value >= 1 else 1
+
+
+# A validation error names where each error is: a location may be a key from the body.
+_SHOWN_ERRORS = 10
+_LOCATION_PART_BYTES = 80
+
+
+def _invalid_body(exc: Exception) -> str:
+    """Why the body is no event, quoting none of it unbounded."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)[:1000]
+    shown = [
+        ".".join(truncated(str(part), _LOCATION_PART_BYTES) for part in error["loc"])
+        + f": {truncated(error['msg'], 200)}"
+        for error in exc.errors(include_url=False, include_input=False)[:_SHOWN_ERRORS]
+    ]
+    count, more = exc.error_count(), exc.error_count() - len(shown)
+    return (
+        f"{count} validation error{'s' if count != 1 else ''} for {exc.title}: "
+        + "; ".join(shown)
+        + (f"; and {more} more" if more > 0 else "")
+    )
 
 
 class Runner:
@@ -107,6 +137,7 @@ class Runner:
         self._drained.set()
         self._retry_exchange: Republisher | None = None
         self._dead_letter_exchange: Republisher | None = None
+        self._frame_max: FrameMax | None = None
         self.consuming = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -139,12 +170,17 @@ class Runner:
         self.use_exchanges(
             retry=channel.default_exchange,
             dead_letter=await channel.get_exchange(self._settings.dead_letter_exchange),
+            frame_max=functools.partial(negotiated_frame_max, channel),
         )
 
-    def use_exchanges(self, *, retry: Republisher, dead_letter: Republisher) -> None:
-        """Where `settle` republishes: both must be on confirming channels."""
+    def use_exchanges(
+        self, *, retry: Republisher, dead_letter: Republisher, frame_max: FrameMax
+    ) -> None:
+        """Where `settle` republishes: both must be on confirming channels, whose connection's
+        negotiated `frame_max` bounds each copy."""
         self._retry_exchange = retry
         self._dead_letter_exchange = dead_letter
+        self._frame_max = frame_max
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._in_flight += 1
@@ -176,7 +212,7 @@ class Runner:
         except UnknownEvent as exc:
             return Decision(Settlement.DEAD_LETTER, "unknown_event", str(exc))
         except (orjson.JSONDecodeError, TypeError, KeyError, ValidationError) as exc:
-            return Decision(Settlement.DEAD_LETTER, "invalid_body", str(exc)[:1000])
+            return Decision(Settlement.DEAD_LETTER, "invalid_body", _invalid_body(exc))
 
         event_id = str(getattr(event, "id", message.message_id))
         handler = self._handlers.get(event_type.name)
@@ -205,7 +241,7 @@ class Runner:
             return Decision(Settlement.DEAD_LETTER, "handler_rejected", repr(exc)[:1000])
         except Exception as exc:
             if attempt_of(message) < self._settings.max_attempts:
-                log.warning("handler failed (attempt %d): %r", attempt_of(message), exc)
+                log.warning("handler failed (attempt %d): %.1000r", attempt_of(message), exc)
                 return Decision(Settlement.RETRY, "handler_failed", repr(exc)[:1000])
             return Decision(Settlement.DEAD_LETTER, "retries_exhausted", repr(exc)[:1000])
         writes.mark_processed(event_id)
@@ -214,41 +250,65 @@ class Runner:
         return Decision(Settlement.ACK)
 
     async def settle(self, message: Delivery, decision: Decision) -> None:
-        routing_key = (message.headers or {}).get(ROUTING_KEY_HEADER) or message.routing_key
-        if decision.settlement is Settlement.RETRY:
-            attempt = attempt_of(message)
-            assert self._retry_exchange is not None
-            # Confirmed before the ack: a crash in between duplicates, never loses.
-            await self._retry_exchange.publish(
-                republished(
-                    message,
-                    {
-                        ATTEMPT_HEADER: attempt + 1,
-                        ROUTING_KEY_HEADER: routing_key,
-                        ERROR_HEADER: decision.error,
-                    },
-                ),
-                routing_key=self._settings.topology.retry_queue(attempt),
-                mandatory=True,
-            )
-        elif decision.settlement is Settlement.DEAD_LETTER:
-            log.error("dead-lettering the message: %s: %s", decision.reason, decision.error)
-            assert self._dead_letter_exchange is not None
-            await self._dead_letter_exchange.publish(
-                republished(
-                    message,
-                    {
-                        REASON_HEADER: decision.reason,
-                        ERROR_HEADER: decision.error,
-                        ATTEMPT_HEADER: attempt_of(message),
-                        ROUTING_KEY_HEADER: routing_key,
-                        SOURCE_QUEUE_HEADER: self._settings.queue,
-                        DEAD_LETTERED_AT_HEADER: int(time.time()),
-                    },
-                ),
-                routing_key=self._settings.queue,
-                mandatory=True,
-            )
+        if decision.settlement is Settlement.RETRY or decision.settlement is Settlement.DEAD_LETTER:
+            try:
+                await self._republish(message, decision)
+            except CopyDoesNotFit as exc:
+                await self._leave_to_the_broker(message, decision, exc)
+                return
         await self._acks.ack(message)
         self._metrics.settled(decision.settlement.value)
         log.info("settled: %s", decision.settlement.value)
+
+    async def _republish(self, message: Delivery, decision: Decision) -> None:
+        """The copy for the retry queue or the DLQ, confirmed before the ack: a crash in
+        between duplicates, never loses. Raises CopyDoesNotFit, having published nothing."""
+        routing_key = (message.headers or {}).get(ROUTING_KEY_HEADER) or message.routing_key
+        attempt = attempt_of(message)
+        error = truncated(decision.error)
+        assert self._frame_max is not None
+        frame_max = await self._frame_max()
+        if decision.settlement is Settlement.RETRY:
+            exchange = self._retry_exchange
+            queue = self._settings.topology.retry_queue(attempt)
+            copy = republished(
+                message,
+                {ATTEMPT_HEADER: attempt + 1, ROUTING_KEY_HEADER: routing_key, ERROR_HEADER: error},
+                frame_max=frame_max,
+            )
+        else:
+            exchange = self._dead_letter_exchange
+            queue = self._settings.queue
+            copy = republished(
+                message,
+                {
+                    REASON_HEADER: decision.reason,
+                    ERROR_HEADER: error,
+                    ATTEMPT_HEADER: attempt,
+                    ROUTING_KEY_HEADER: routing_key,
+                    SOURCE_QUEUE_HEADER: self._settings.queue,
+                    DEAD_LETTERED_AT_HEADER: int(time.time()),
+                },
+                frame_max=frame_max,
+            )
+            log.error("dead-lettering the message: %s: %s", decision.reason, error)
+        assert exchange is not None
+        await exchange.publish(copy, routing_key=queue, mandatory=True)
+
+    async def _leave_to_the_broker(
+        self, message: Delivery, decision: Decision, why: CopyDoesNotFit
+    ) -> None:
+        """Reject it without requeue: the work queue's dead-letter exchange takes it to the
+        DLQ as it is, with the broker's x-death. A message is never worth the connection."""
+        kind = "retry" if decision.settlement is Settlement.RETRY else "dead-letter"
+        log.warning(
+            "rejecting the message for the broker to dead-letter: its %s copy would not fit: "
+            "%s (%s: %s)",
+            kind,
+            why,
+            decision.reason,
+            truncated(decision.error, 256),
+        )
+        await self._acks.reject(message, requeue=False)
+        self._metrics.settled(Settlement.DEAD_LETTER.value)
+        log.info("settled: %s (by the broker)", Settlement.DEAD_LETTER.value)

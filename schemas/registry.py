@@ -34,6 +34,18 @@ class EventType:
         return f"{self.routing_key}.v{self.v}.schema.json"
 
 
+# Names and versions come from message bodies: an error quotes only this much of them.
+_QUOTED_CHARACTERS = 100
+
+
+def _quoted(value: str) -> str:
+    """`value` as repr() shows it, cut to its first _QUOTED_CHARACTERS characters."""
+    if len(value) <= _QUOTED_CHARACTERS:
+        return repr(value)
+    cut = len(value) - _QUOTED_CHARACTERS
+    return f"{value[:_QUOTED_CHARACTERS]!r}…[truncated {cut} characters]"
+
+
 class EventRegistry:
     def __init__(self, *event_types: EventType) -> None:
         self._by_key = {(t.name, t.v): t for t in event_types}
@@ -44,7 +56,7 @@ class EventRegistry:
         try:
             return self._by_key[(name, v)]
         except KeyError:
-            raise UnknownEvent(f"no event model for name={name!r} v={v!r}") from None
+            raise UnknownEvent(f"no event model for name={_quoted(name)} v={_quoted(v)}") from None
 
     def __iter__(self) -> Iterator[EventType]:
         return iter(self._by_key.values())

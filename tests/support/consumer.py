@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection, HeadersType
+from pamqp.encode import field_table
 
 from common.stores.runs import Run
 from common.stores.runs_sqlite import SqliteRunStore
@@ -59,18 +60,32 @@ async def publish_events(
 
 
 async def publish_raw(
-    connection: AbstractConnection, exchange_name: str, body: bytes, message_id: str
+    connection: AbstractConnection,
+    exchange_name: str,
+    body: bytes,
+    message_id: str,
+    *,
+    headers: HeadersType | None = None,
 ) -> None:
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     async with channel:
         exchange = await channel.get_exchange(exchange_name)
         message = aio_pika.Message(
             body=body,
+            headers=headers,
             content_type="application/json",
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
             message_id=message_id,
         )
         await exchange.publish(message, ROUTING_KEY, mandatory=True)
+
+
+def padded_headers(table_bytes: int, name: str = "x-padding") -> HeadersType:
+    """One header whose table is `table_bytes` long as pamqp encodes it on the wire."""
+    overhead = len(field_table({name: ""}))
+    headers: HeadersType = {name: "p" * (table_bytes - overhead)}
+    assert len(field_table(headers)) == table_bytes
+    return headers
 
 
 async def depth(channel: AbstractChannel, queue: str) -> int:

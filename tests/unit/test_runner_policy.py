@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -11,29 +13,44 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import hypothesis
+import orjson
 import pytest
 from aio_pika.abc import AbstractMessage
 from aiormq.abc import FieldValue
+from hypothesis import given
+from hypothesis import strategies as st
+from pamqp.encode import field_table
 
 from common.republish import (
     ATTEMPT_HEADER,
+    COPIED_HEADERS_LIMIT,
+    DEAD_LETTER_HEADERS,
     DEAD_LETTERED_AT_HEADER,
     ERROR_HEADER,
+    HEADER_VALUE_LIMIT,
     REASON_HEADER,
     ROUTING_KEY_HEADER,
     SOURCE_QUEUE_HEADER,
+    CopyDoesNotFit,
+    content_header_size,
+    frame_limit,
+    republished,
 )
 from common.stores.runs_sqlite import BatchedRunStore, SqliteRunStore, mark_processed_write
 from consumers.errors import NonRetryableError, RetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
+from consumers.metrics import ConsumerMetrics
 from consumers.runner import (
     Decision,
+    FrameMax,
     Runner,
     Settlement,
     attempt_of,
 )
 from consumers.settings import ConsumerSettings
 from schemas.events import ConfluenceAppSync
+from tests.support.consumer import padded_headers
 from tests.support.events import sync_event
 
 EVENT_NAME = "confluence/app.sync"
@@ -114,14 +131,28 @@ class Calls:
 
 
 def runner_with(
-    settings: ConsumerSettings, runs: BatchedRunStore, handler: Handler | None
+    settings: ConsumerSettings,
+    runs: BatchedRunStore,
+    handler: Handler | None,
+    *,
+    frame_max: int = 131_072,  # RabbitMQ's default
+    metrics: ConsumerMetrics | None = None,
 ) -> tuple[Runner, FakeExchange, FakeExchange, list[str]]:
     log: list[str] = []
     handlers = {EVENT_NAME: handler} if handler is not None else {}
-    runner = Runner(settings, handlers, Deps(runs=runs))
+    runner = Runner(settings, handlers, Deps(runs=runs), metrics=metrics)
     retry, dead_letter = FakeExchange("retry", log), FakeExchange("dlx", log)
-    runner.use_exchanges(retry=retry, dead_letter=dead_letter)
+    runner.use_exchanges(retry=retry, dead_letter=dead_letter, frame_max=negotiated(frame_max))
     return runner, retry, dead_letter, log
+
+
+def negotiated(frame_max: int) -> FrameMax:
+    """What the republishing channel's connection would say it negotiated."""
+
+    async def read() -> int:
+        return frame_max
+
+    return read
 
 
 def recording(calls: Calls) -> Handler:
@@ -446,3 +477,204 @@ async def test_a_lone_writer_is_committed_once_the_delay_is_up(tmp_path: Path) -
         assert store.commits == 1
     finally:
         await store.close()
+
+
+# --- bounds: no copy the broker cannot take, no error quoting unbounded input -------------
+
+
+def _marker_cut(text: str) -> int:
+    """N from the `…[truncated N bytes]` marker at the end of `text`."""
+    match = re.fullmatch(r"(?s).*…\[truncated (\d+) bytes\]", text)
+    assert match is not None, text[-60:]
+    return int(match.group(1))
+
+
+@pytest.mark.parametrize("settlement", [Settlement.RETRY, Settlement.DEAD_LETTER])
+async def test_a_long_error_is_cut_to_the_header_limit_with_a_marker(
+    settings: ConsumerSettings, runs: BatchedRunStore, settlement: Settlement
+) -> None:
+    runner, retry, dead_letter, log = runner_with(settings, runs, None)
+    error = "é" * 100_000  # 200,000 bytes of UTF-8
+    delivery = delivery_of(sync_event(), log=log)
+
+    await runner.settle(delivery, Decision(settlement, "handler_failed", error))
+
+    [(message, _)] = retry.published + dead_letter.published
+    sent = message.headers[ERROR_HEADER]
+    assert isinstance(sent, str)
+    assert len(sent.encode()) <= HEADER_VALUE_LIMIT
+    kept = sent[: sent.index("…[")]
+    assert error.startswith(kept), "cut at a character boundary"
+    assert len(kept.encode()) + _marker_cut(sent) == len(error.encode())
+    assert log[-1] == "ack"
+
+
+@pytest.mark.parametrize("settlement", [Settlement.RETRY, Settlement.DEAD_LETTER])
+async def test_the_delivery_headers_may_take_the_copied_budget_and_not_a_byte_more(
+    settings: ConsumerSettings, runs: BatchedRunStore, settlement: Settlement
+) -> None:
+    runner, retry, dead_letter, log = runner_with(settings, runs, None)
+    fits = delivery_of(sync_event(), headers=padded_headers(COPIED_HEADERS_LIMIT), log=log)
+    over = delivery_of(sync_event(), headers=padded_headers(COPIED_HEADERS_LIMIT + 1), log=log)
+
+    await runner.settle(fits, Decision(settlement, "handler_failed", "boom"))
+    [(message, _)] = retry.published + dead_letter.published
+    assert message.headers["x-padding"] == fits.headers["x-padding"], "copied whole"
+    assert log == [f"publish:{'retry' if settlement is Settlement.RETRY else 'dlx'}", "ack"]
+
+    log.clear()
+    await runner.settle(over, Decision(settlement, "handler_failed", "boom"))
+    assert log == ["reject(requeue=False)"], "left to the broker's dead-lettering"
+    assert len(retry.published + dead_letter.published) == 1, "nothing more published"
+
+
+def test_the_copied_headers_are_measured_as_pamqp_encodes_them() -> None:
+    """Our own headers (replaced in the copy) and those a copy drops do not count."""
+    headers = {**padded_headers(COPIED_HEADERS_LIMIT), ERROR_HEADER: "x" * 50_000, "v": "1"}
+    delivery = FakeDelivery(body=b"{}", headers=headers)
+
+    with pytest.raises(CopyDoesNotFit, match=r"take 66414 bytes, over the 16384"):
+        republished(delivery, {}, frame_max=131_072)
+    copy = republished(delivery, {ERROR_HEADER: "short"}, frame_max=131_072, without={"v"})
+    assert copy.headers[ERROR_HEADER] == "short"
+    assert len(field_table(copy.headers)) > COPIED_HEADERS_LIMIT, "ours come on top"
+
+
+async def test_a_copy_over_the_frame_limit_is_left_to_the_broker(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    # 4 KiB of headers fit the copied budget, but not a broker that negotiated frame_max 4096.
+    headers = padded_headers(4096)
+    small, _, small_dlx, small_log = runner_with(settings, runs, None, frame_max=4096)
+    usual, _, usual_dlx, _ = runner_with(settings, runs, None, frame_max=131_072)
+    unlimited, _, unlimited_dlx, _ = runner_with(settings, runs, None, frame_max=0)
+    decision = Decision(Settlement.DEAD_LETTER, "invalid_body", "boom")
+
+    await small.settle(delivery_of(sync_event(), headers=headers, log=small_log), decision)
+    await usual.settle(delivery_of(sync_event(), headers=headers), decision)
+    await unlimited.settle(delivery_of(sync_event(), headers=headers), decision)
+
+    assert small_log == ["reject(requeue=False)"]
+    assert small_dlx.published == []
+    [(copy, _)] = usual_dlx.published
+    assert content_header_size(copy) <= (frame_limit(131_072) or 0)
+    assert len(unlimited_dlx.published) == 1, "frame_max 0: the broker set no limit"
+
+
+async def test_headers_that_cannot_be_encoded_again_are_left_to_the_broker(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    """pamqp decodes a long string that is not UTF-8 to bytes, and cannot encode bytes."""
+    runner, retry, dead_letter, log = runner_with(settings, runs, None)
+    headers: dict[str, FieldValue] = {"x-binary": b"\xff\xfe"}
+    delivery = delivery_of(sync_event(), headers=headers, log=log)
+
+    await runner.settle(delivery, Decision(Settlement.RETRY, "handler_failed", "boom"))
+
+    assert log == ["reject(requeue=False)"]
+    assert retry.published == dead_letter.published == []
+
+
+@pytest.mark.parametrize("settlement", [Settlement.RETRY, Settlement.DEAD_LETTER])
+async def test_the_fallback_says_why_in_one_warning_and_counts_a_dead_letter(
+    settings: ConsumerSettings,
+    runs: BatchedRunStore,
+    settlement: Settlement,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = ConsumerMetrics()
+    runner, _, _, log = runner_with(settings, runs, None, metrics=metrics)
+    headers = padded_headers(120_000)
+    delivery = delivery_of(sync_event(), headers=headers, log=log)
+
+    with caplog.at_level(logging.INFO, logger="consumers"):
+        await runner.settle(delivery, Decision(settlement, "handler_failed", "é" * 100_000))
+
+    assert log == ["reject(requeue=False)"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in warnings] == ["WARNING"]
+    [warning] = warnings
+    assert warning.exc_info is None
+    assert "would not fit" in warning.getMessage()
+    assert len(warning.getMessage().encode()) < 1024
+    sample = metrics.registry.get_sample_value
+    assert sample("syncgate_consumer_messages_total", {"outcome": "dead_letter"}) == 1
+    assert sample("syncgate_consumer_messages_total", {"outcome": settlement.value}) == (
+        1 if settlement is Settlement.DEAD_LETTER else 0
+    )
+
+
+async def test_an_unknown_name_of_200_kb_is_quoted_cut(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    runner, *_ = runner_with(settings, runs, recording(Calls()))
+    body = orjson.dumps({"name": "n" * 200_000, "v": "1"})
+
+    decision = await runner.decide(FakeDelivery(body=body))
+
+    assert (decision.settlement, decision.reason) == (Settlement.DEAD_LETTER, "unknown_event")
+    assert len(decision.error) < 300, decision.error
+    assert "truncated 199900 characters" in decision.error
+
+
+async def test_a_validation_error_quotes_no_key_of_the_body_unbounded(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    runner, *_ = runner_with(settings, runs, recording(Calls()))
+    event = sync_event().model_dump(mode="json")
+    huge = {**event, "é" * 500_000: True, **{f"extra{n}": n for n in range(30)}}
+
+    decision = await runner.decide(FakeDelivery(body=orjson.dumps(huge)))
+
+    assert decision.reason == "invalid_body"
+    assert len(decision.error.encode()) < HEADER_VALUE_LIMIT * 2, len(decision.error)
+    assert decision.error.startswith("31 validation errors for confluence/app.sync v1: ")
+    assert "Extra inputs are not permitted" in decision.error
+    assert decision.error.endswith("; and 21 more")
+
+
+async def test_a_handler_failure_is_logged_cut(
+    settings: ConsumerSettings, runs: BatchedRunStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    runner, *_ = runner_with(settings, runs, raising(RuntimeError("x" * 100_000)))
+
+    with caplog.at_level(logging.WARNING, logger="consumers.runner"):
+        decision = await runner.decide(delivery_of(sync_event()))
+
+    assert decision.settlement is Settlement.RETRY
+    [record] = caplog.records
+    assert len(record.getMessage().encode()) <= HEADER_VALUE_LIMIT + 64
+
+
+_header_values = st.one_of(st.text(max_size=3000), st.integers(-(2**63), 2**63 - 1), st.booleans())
+
+
+@given(
+    delivered=st.dictionaries(st.text(min_size=1, max_size=20), _header_values, max_size=12),
+    ours=st.dictionaries(
+        st.sampled_from(sorted(DEAD_LETTER_HEADERS - {"x-death"})), _header_values, max_size=6
+    ),
+    frame_max=st.sampled_from([0, 4096, 8192, 32_768, 131_072]),
+)
+@hypothesis.settings(max_examples=200, deadline=None)
+def test_a_copy_is_within_every_bound_or_it_is_not_made(
+    delivered: dict[str, FieldValue], ours: dict[str, FieldValue], frame_max: int
+) -> None:
+    delivery = FakeDelivery(body=b"{}", headers=delivered, message_id="m-1")
+    try:
+        copy = republished(delivery, ours, frame_max=frame_max)
+    except CopyDoesNotFit:
+        return
+    kept = {k: v for k, v in delivered.items() if k not in ours}
+    assert len(field_table(kept)) <= COPIED_HEADERS_LIMIT
+    for key, value in ours.items():
+        sent = copy.headers[key]
+        if isinstance(value, str):
+            assert isinstance(sent, str)
+            assert len(sent.encode()) <= HEADER_VALUE_LIMIT
+            if len(value.encode()) <= HEADER_VALUE_LIMIT:
+                assert sent == value
+        else:
+            assert sent == value
+    limit = frame_limit(frame_max)
+    assert limit is None or content_header_size(copy) <= limit
