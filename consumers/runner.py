@@ -291,7 +291,9 @@ class Runner:
                 },
                 frame_max=frame_max,
             )
-            log.error("dead-lettering the message: %s: %s", decision.reason, error)
+            # A WARNING, not an ERROR: one dead letter wakes nobody; a DLQ that grows is what
+            # pages, from syncgate_dlq_messages (README "Metrics").
+            log.warning("dead-lettering the message: %s: %s", decision.reason, error)
         assert exchange is not None
         await exchange.publish(copy, routing_key=queue, mandatory=True)
 
