@@ -1,10 +1,12 @@
-"""Runs one consumer process until SIGTERM or SIGINT, then drains it."""
+"""Runs one consumer process until SIGTERM or SIGINT, then drains it and closes its store."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
+from common.process import StartupError
+from common.stores.runs import RunStoreRefused
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.metrics import ConsumerMetrics, serve_metrics
 from consumers.runner import Runner
@@ -19,6 +21,10 @@ async def serve(settings: ConsumerSettings) -> None:
     deps = build_deps(settings)
     metrics = ConsumerMetrics()
     try:
+        try:
+            await deps.runs.start()
+        except RunStoreRefused as exc:
+            raise StartupError(str(exc)) from None
         async with serve_metrics(metrics, settings):
             await Runner(settings, HANDLERS, deps, metrics=metrics).run(stop)
     finally:

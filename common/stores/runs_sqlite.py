@@ -26,7 +26,7 @@ from pathlib import Path
 import orjson
 
 from common.stores.group_commit import GroupCommit
-from common.stores.runs import Run, RunStoreUnavailable
+from common.stores.runs import LocalClaims, Run, RunStoreUnavailable
 from schemas.events import ConfluenceAppSync
 
 _SCHEMA = """
@@ -162,6 +162,7 @@ class BatchedRunStore:
     ) -> None:
         self._writer = SqliteRunStore(path)  # one batch at a time, by `_flush` alone
         self._reader = SqliteRunStore(path)
+        self._claims = LocalClaims()
         self._group: GroupCommit[list[Write]] = GroupCommit(
             self._flush,
             name="syncgate-run-store-flush",
@@ -175,12 +176,27 @@ class BatchedRunStore:
         """Transactions committed so far: fewer than writers whenever batching helped."""
         return self._group.commits
 
+    async def start(self) -> None:
+        """Nothing to open: the file was opened (and made) with the store."""
+
+    async def probe(self) -> None:
+        self._reader.is_processed("")
+
     async def is_processed(self, event_id: str) -> bool:
         return self._reader.is_processed(event_id)
 
+    async def claim(self, event_id: str) -> BatchedRunWrites | None:
+        """One process writes this file, so a claim is held in the process alone: a second
+        copy of the event waits for the first copy's claim to end, then finds it processed."""
+        await self._claims.acquire(event_id)
+        if self._reader.is_processed(event_id):
+            self._claims.release(event_id)
+            return None
+        return BatchedRunWrites(self, event_id)
+
     def unit_of_work(self) -> BatchedRunWrites:
-        """Writes staged while one message is handled, committed together with its mark."""
-        return BatchedRunWrites(self)
+        """Writes staged outside any claim (tools and tests), committed together."""
+        return BatchedRunWrites(self, None)
 
     async def commit(self, writes: list[Write]) -> None:
         """Commit these writes atomically, in the next batch; return once they are on disk."""
@@ -203,8 +219,9 @@ class BatchedRunWrites:
     halves the commits each message waits for.
     """
 
-    def __init__(self, store: BatchedRunStore) -> None:
+    def __init__(self, store: BatchedRunStore, claimed: str | None) -> None:
         self._store = store
+        self._claimed = claimed
         self._writes: list[Write] = []
 
     def record_sync(self, event: ConfluenceAppSync, *, received_at: int) -> None:
@@ -219,6 +236,12 @@ class BatchedRunWrites:
         if writes:
             await self._store.commit(writes)
 
+    async def release(self) -> None:
+        self._writes = []
+        if self._claimed is not None:
+            self._store._claims.release(self._claimed)
+            self._claimed = None
+
 
 class SqliteRunReader:
     """Reads the consumer's file without ever creating or writing it.
@@ -231,6 +254,12 @@ class SqliteRunReader:
         self._path = path
         # Set once the consumer has created the table; tables are never dropped.
         self._has_table = False
+
+    async def start(self) -> None:
+        """Nothing to open: each read opens the file."""
+
+    async def close(self) -> None:
+        pass
 
     async def get(self, event_id: str) -> Run | None:
         return await asyncio.to_thread(self._get, event_id)

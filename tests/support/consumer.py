@@ -14,6 +14,7 @@ from pathlib import Path
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection
+from pydantic import SecretStr
 
 from common.stores.runs import Run
 from common.stores.runs_sqlite import SqliteRunStore
@@ -127,7 +128,7 @@ def consumer_env(settings: ConsumerSettings) -> dict[str, str]:
         "SYNCGATE_UNROUTED_EXCHANGE": settings.unrouted_exchange,
         "SYNCGATE_QUEUE": settings.queue,
         "SYNCGATE_DEAD_LETTER_EXCHANGE": settings.dead_letter_exchange,
-        "SYNCGATE_RUN_STORE": str(settings.run_store),
+        "SYNCGATE_RUN_STORE": settings.run_store.get_secret_value(),
         "SYNCGATE_PREFETCH": str(settings.prefetch),
         "SYNCGATE_MAX_ATTEMPTS": str(settings.max_attempts),
         "SYNCGATE_RETRY_BASE_DELAY": str(settings.retry_base_delay),
@@ -162,8 +163,14 @@ async def syncgate(settings: ConsumerSettings, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-def recorded_ids(run_store: Path) -> list[str]:
+def sqlite_path(run_store: SecretStr | Path) -> Path:
+    """The SQLite file of a SYNCGATE_RUN_STORE setting (or the path itself)."""
+    return Path(run_store.get_secret_value()) if isinstance(run_store, SecretStr) else run_store
+
+
+def recorded_ids(run_store: SecretStr | Path) -> list[str]:
     """Every event id in the run store's `runs` table (read-only, beside a running consumer)."""
+    run_store = sqlite_path(run_store)
     if not run_store.exists():
         return []
     with contextlib.closing(sqlite3.connect(run_store, timeout=5)) as db:
@@ -173,8 +180,9 @@ def recorded_ids(run_store: Path) -> list[str]:
             return []
 
 
-def stored_run(run_store: Path, event_id: str) -> Run | None:
+def stored_run(run_store: SecretStr | Path, event_id: str) -> Run | None:
     """The run recorded for this event id, or None (read beside a running consumer)."""
+    run_store = sqlite_path(run_store)
     if not run_store.exists():
         return None
     store = SqliteRunStore(run_store)
@@ -184,8 +192,8 @@ def stored_run(run_store: Path, event_id: str) -> Run | None:
         store.close()
 
 
-def processed_ids(run_store: Path) -> list[str]:
-    with contextlib.closing(sqlite3.connect(run_store, timeout=5)) as db:
+def processed_ids(run_store: SecretStr | Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(sqlite_path(run_store), timeout=5)) as db:
         return [row[0] for row in db.execute("SELECT event_id FROM processed_events")]
 
 
