@@ -8,12 +8,13 @@ import signal
 from common.process import StartupError
 from common.stores.runs import RunStoreRefused
 from consumers.bootstrap import HANDLERS, build_deps
+from consumers.handlers import Handler
 from consumers.metrics import ConsumerMetrics, serve_metrics
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 
 
-async def serve(settings: ConsumerSettings) -> None:
+async def serve(settings: ConsumerSettings, handlers: dict[str, Handler] = HANDLERS) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -26,6 +27,6 @@ async def serve(settings: ConsumerSettings) -> None:
         except RunStoreRefused as exc:
             raise StartupError(str(exc)) from None
         async with serve_metrics(metrics, settings):
-            await Runner(settings, HANDLERS, deps, metrics=metrics).run(stop)
+            await Runner(settings, handlers, deps, metrics=metrics).run(stop)
     finally:
         await deps.runs.close()

@@ -32,6 +32,7 @@ from tests.support.broker import broker_stopped, rabbitmqctl
 EVENT_NAME = "confluence/app.sync"
 ROUTING_KEY = routing_key_for(EVENT_NAME)
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def publish_event(
@@ -136,14 +137,22 @@ def consumer_env(settings: ConsumerSettings) -> dict[str, str]:
     }
 
 
-async def start_consumer(settings: ConsumerSettings, log_file: Path) -> asyncio.subprocess.Process:
-    """`python -m consumers` as its own process; its log lines go to `log_file`."""
+async def start_consumer(
+    settings: ConsumerSettings,
+    log_file: Path,
+    *,
+    module: str = "consumers",
+    env: dict[str, str] | None = None,
+) -> asyncio.subprocess.Process:
+    """`python -m consumers` (or another module) as its own process, from the repository's
+    root, with these settings (and `env` on top); its log lines go to `log_file`."""
     with log_file.open("ab") as log:
         return await asyncio.create_subprocess_exec(
             str(BIN / "python"),
             "-m",
-            "consumers",
-            env=consumer_env(settings),
+            module,
+            env={**consumer_env(settings), **(env or {})},
+            cwd=ROOT,
             stdout=log,
             stderr=log,
         )
