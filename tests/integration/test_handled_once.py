@@ -1,4 +1,4 @@
-""""Handled once" across consumers, on the real broker and PostgreSQL: two consumer processes
+"""Handled once, across consumers, on the real broker and PostgreSQL: two consumer processes
 share one queue and one run store, every event id is published twice or more (copies side by
 side, so that they reach both consumers at once), and one consumer is killed with -9
 mid-batch and replaced.
