@@ -94,22 +94,32 @@ def users_add(email: str, name: str, users_file: Path) -> None:
 @cli.command()
 @click.option(
     "--store",
-    type=click.Path(dir_okay=False, path_type=Path),
     envvar="SYNCGATE_RUN_STORE",
-    default=DEFAULT_RUN_STORE,
+    default=str(DEFAULT_RUN_STORE),
     show_default=True,
-    help="The consumer's run store (SYNCGATE_RUN_STORE).",
+    help="The consumer's run store: a SQLite file or a postgresql:// URL (SYNCGATE_RUN_STORE; "
+    "prefer the variable for a URL with a password).",
 )
 @click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 10_000))
-def runs(store: Path, limit: int) -> None:
+def runs(store: str, limit: int) -> None:
     """List the most recent sync runs the consumer recorded."""
     from datetime import UTC, datetime
 
+    from pydantic import SecretStr
+
     from common.stores.backends import open_run_reader
-    from common.stores.runs import RunStoreUnavailable
+    from common.stores.runs import Run, RunStoreUnavailable
+
+    async def recent() -> list[Run]:
+        reader = open_run_reader(SecretStr(store))
+        await reader.start()
+        try:
+            return await reader.recent(limit=limit)
+        finally:
+            await reader.close()
 
     try:
-        rows = asyncio.run(open_run_reader(store).recent(limit=limit))
+        rows = asyncio.run(recent())
     except RunStoreUnavailable as exc:
         raise click.ClickException(str(exc)) from None
     if not rows:

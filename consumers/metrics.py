@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The values of consumers.runner.Settlement (that module imports this one, so they are
 # listed here; a test keeps the two in step).
-OUTCOMES = ("ack", "duplicate", "retry", "dead_letter")
+OUTCOMES = ("ack", "duplicate", "retry", "dead_letter", "hand_back")
 
 # Handlers write a row to SQLite or call out to a service: milliseconds to tens of seconds.
 _HANDLER_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -60,6 +60,11 @@ class ConsumerMetrics:
             # The label keeps the series absent until the first sample: an unlabelled gauge
             # would read 0 before anyone looked, which looks like an empty DLQ.
             ["queue"],
+            registry=self.registry,
+        )
+        self.paused = Gauge(
+            "syncgate_consumer_paused",
+            "1 while consuming is paused because the run store is unavailable, else 0.",
             registry=self.registry,
         )
         # Every outcome shows from the start, at 0, so a rate() over it never has a gap.

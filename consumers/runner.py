@@ -30,11 +30,13 @@ from common.republish import (
     republished,
     truncated,
 )
+from common.stores.runs import RunStoreUnavailable, RunWrites
 from common.topology import declare_consumer_topology
 from consumers.acks import BatchedAcks, Settleable
 from consumers.errors import NonRetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.metrics import ConsumerMetrics
+from consumers.pause import StorePause
 from consumers.settings import ConsumerSettings
 from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
 
@@ -59,6 +61,9 @@ class Settlement(enum.Enum):
     """The handler failed and attempts remain: park it in the retry queue for its backoff."""
     DEAD_LETTER = "dead_letter"
     """It can never succeed, or attempts ran out: park it in the DLQ with the reason."""
+    HAND_BACK = "hand_back"
+    """The run store is unavailable: back to the queue (reject, requeue), no attempt counted;
+    consuming is paused until the store answers (`consumers/pause.py`)."""
 
 
 class Delivery(Settleable, Delivered, Protocol):
@@ -132,7 +137,7 @@ class Runner:
         self._registry = registry
         self._acks = BatchedAcks()
         self._in_flight = 0
-        self._handling: dict[str, asyncio.Event] = {}
+        self._pause = StorePause(deps.runs, self._metrics)
         self._drained = asyncio.Event()
         self._drained.set()
         self._retry_exchange: Republisher | None = None
@@ -151,12 +156,12 @@ class Runner:
             await self._open_republisher(
                 await connection.channel(publisher_confirms=True, on_return_raises=True)
             )
-            consumer_tag = await queue.consume(self._on_message)
+            await self._pause.subscribe(queue, self._on_message)
             self.consuming.set()
             log.info("consuming %s (prefetch %d)", settings.queue, settings.prefetch)
             await stop.wait()
             log.info("stopping: cancelling the consumer and draining in-flight messages")
-            await queue.cancel(consumer_tag)
+            await self._pause.stop()
             # Deliveries read before the cancel-ok are tasks (aiormq's, then aio-pika's) whose
             # callback has not started yet, so `_in_flight` does not count them: let them start.
             for _ in range(_DELIVERY_TASK_HOPS):
@@ -218,23 +223,24 @@ class Runner:
         handler = self._handlers.get(event_type.name)
         if handler is None:
             return Decision(Settlement.DEAD_LETTER, "no_handler", f"no handler for {name}")
-        # Two copies of one event in flight at once (a republish racing a redelivery) must
-        # not both run the handler: the second waits for the first, then sees it processed.
-        while (running := self._handling.get(event_id)) is not None:
-            await running.wait()
-        if await self._deps.runs.is_processed(event_id):
-            return Decision(Settlement.DUPLICATE)
-        self._handling[event_id] = finished = asyncio.Event()
+        # Two copies of one event in flight at once (a republish racing a redelivery), here or
+        # at another consumer, must not both run the handler: the claim goes to one of them,
+        # and the other waits for it to end, then finds the event processed.
         try:
-            return await self._handle(message, event, event_id, handler)
-        finally:
-            del self._handling[event_id]
-            finished.set()
+            writes = await self._deps.runs.claim(event_id)
+            if writes is None:
+                return Decision(Settlement.DUPLICATE)
+            try:
+                return await self._handle(message, event, event_id, handler, writes)
+            finally:
+                await writes.release()
+        except RunStoreUnavailable as exc:
+            await self._pause.store_failed(exc)
+            return Decision(Settlement.HAND_BACK, "run_store_unavailable", str(exc))
 
     async def _handle(
-        self, message: Delivery, event: object, event_id: str, handler: Handler
+        self, message: Delivery, event: object, event_id: str, handler: Handler, writes: RunWrites
     ) -> Decision:
-        writes = self._deps.runs.unit_of_work()
         try:
             await handler(event, HandlerDeps(runs=writes))
         except NonRetryableError as exc:
@@ -250,6 +256,13 @@ class Runner:
         return Decision(Settlement.ACK)
 
     async def settle(self, message: Delivery, decision: Decision) -> None:
+        if decision.settlement is Settlement.HAND_BACK:
+            # Not the handler's failure: nothing is republished and no attempt is counted. The
+            # subscription is cancelled by now, so the broker keeps it for the next consumer.
+            await self._acks.reject(message, requeue=True)
+            self._metrics.settled(decision.settlement.value)
+            log.info("settled: %s", decision.settlement.value)
+            return
         if decision.settlement is Settlement.RETRY or decision.settlement is Settlement.DEAD_LETTER:
             try:
                 await self._republish(message, decision)

@@ -1,17 +1,20 @@
-"""Runs one consumer process until SIGTERM or SIGINT, then drains it."""
+"""Runs one consumer process until SIGTERM or SIGINT, then drains it and closes its store."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
 
+from common.process import StartupError
+from common.stores.runs import RunStoreRefused
 from consumers.bootstrap import HANDLERS, build_deps
+from consumers.handlers import Handler
 from consumers.metrics import ConsumerMetrics, serve_metrics
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 
 
-async def serve(settings: ConsumerSettings) -> None:
+async def serve(settings: ConsumerSettings, handlers: dict[str, Handler] = HANDLERS) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -19,7 +22,11 @@ async def serve(settings: ConsumerSettings) -> None:
     deps = build_deps(settings)
     metrics = ConsumerMetrics()
     try:
+        try:
+            await deps.runs.start()
+        except RunStoreRefused as exc:
+            raise StartupError(str(exc)) from None
         async with serve_metrics(metrics, settings):
-            await Runner(settings, HANDLERS, deps, metrics=metrics).run(stop)
+            await Runner(settings, handlers, deps, metrics=metrics).run(stop)
     finally:
         await deps.runs.close()

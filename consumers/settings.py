@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.logs import LogFormat
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
+from common.stores.runs import RunStoreLocation
 from common.topology import ConsumerTopology, EventsTopology
 
 # The production topology's names and limits, the defaults of the settings that change them.
@@ -28,7 +27,9 @@ class ConsumerSettings(BaseSettings):
     max_attempts: int = Field(default=_DEFAULT.max_attempts, ge=1, le=20)
     retry_base_delay: float = Field(default=_DEFAULT.retry_base_delay, gt=0)
     delivery_limit: int = Field(default=_DEFAULT.delivery_limit, ge=1)
-    run_store: Path = DEFAULT_RUN_STORE
+    # A SQLite file, or a postgresql:// URL that consumers on several hosts share; a secret
+    # (a URL may carry a password): shown only through common.stores.backends.describe.
+    run_store: RunStoreLocation = SecretStr(str(DEFAULT_RUN_STORE))
     # How long a commit waits for more messages to share it (and its fsync and its ack),
     # unless every message the prefetch allows is already waiting; 0 commits after one turn of
     # the loop. Only the ack waits, never the publisher: 20 ms rather than 5 cut the consumer's

@@ -56,7 +56,8 @@ def create_app(
     """Build the gateway around what it is given: `gateway/bootstrap.py` gives it the broker's
     publisher and revocation stream and the run store's reader; tests give fakes.
 
-    The publisher and the revocations are started with the app and closed at its shutdown.
+    The publisher, the revocations and the run reader are started with the app and closed
+    at its shutdown.
     """
     # gateway/body.py inflates compressed bodies itself, strictly (see `inflate` there).
     install_client_fault_filter()
@@ -78,6 +79,7 @@ def create_app(
     app[USERS] = UserStore(settings.users_file)
     app[APP_SETTINGS] = AppSettingsProvider(settings.app_settings_file)
     app[RUNS] = runs
+    app.cleanup_ctx.append(cleanup_ctx(runs))
     # Outermost first; see gateway/middlewares.py for why this order.
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
     app.middlewares.extend(

@@ -105,10 +105,14 @@ class IdempotencyKeyReused(GatewayError):
 
 
 class RunStoreUnavailable(GatewayError):
-    """The consumer's run store could not be read (locked, corrupt, unreadable)."""
+    """The consumer's run store could not be read (locked, corrupt, unreachable): the client
+    may ask again after `retry_after`."""
 
     status = 503
     code = "run_store_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
 
 
 class BrokerUnavailable(GatewayError):

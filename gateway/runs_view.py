@@ -15,7 +15,7 @@ from aiohttp import web
 
 from common.stores.runs import RunStoreUnavailable
 from gateway.errors import RunStoreUnavailable as RunStoreUnavailableError
-from gateway.keys import RUNS
+from gateway.keys import RUNS, SETTINGS
 from gateway.responses import json_response
 from gateway.routing import RouteTable
 from gateway.sessions import require_user
@@ -37,7 +37,8 @@ async def run_status(request: web.Request) -> web.Response:
     except RunStoreUnavailable as exc:
         log.warning("%s", exc)
         raise RunStoreUnavailableError(
-            "the run store cannot be read right now; try again"
+            "the run store cannot be read right now; try again",
+            retry_after=request.app[SETTINGS].retry_after,
         ) from None
     if run is None or run.user_id != signed_in.user.id:
         return json_response({"id": event_id, "status": "pending"})

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.logs import LogFormat
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
+from common.stores.runs import RunStoreLocation
 from common.topology import EventsTopology
 
 
@@ -45,8 +46,9 @@ class GatewaySettings(BaseSettings):
 
     users_file: Path = Path("users.json")
     app_settings_file: Path = Path("app-settings.toml")
-    # The consumer's SQLite run store, read-only here: GET /api/runs/{id} answers from it.
-    run_store: Path = DEFAULT_RUN_STORE
+    # The consumer's run store (a SQLite file or a postgresql:// URL), read-only here:
+    # GET /api/runs/{id} answers from it. A secret, as in the consumer's settings.
+    run_store: RunStoreLocation = SecretStr(str(DEFAULT_RUN_STORE))
 
     # No default: a key that ships with the code is a key every attacker has.
     session_keys: SecretStr

@@ -1,19 +1,67 @@
-"""Which backend serves a store's location: the one place that knows every backend."""
+"""Which backend serves a store's location: the one place that knows every backend.
+
+SYNCGATE_RUN_STORE is a file path (SQLite) or a `postgresql://` / `postgres://` URL
+(PostgreSQL). The URL may carry a password, so the location stays a SecretStr up to the
+backend, and `describe` is the only way to name it in a log line, an error or the CLI.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import SecretStr
 
 from common.stores.runs import RunReader, RunStore
+from common.stores.runs_postgres import PostgresRunReader, PostgresRunStore
 from common.stores.runs_sqlite import BatchedRunStore, SqliteRunReader
 
-
-def open_run_store(location: Path, *, commit_delay: float, full_at: int) -> RunStore:
-    """The consumer's store at `location`, created if missing (`BatchedRunStore` explains the
-    group commit that `commit_delay` and `full_at` tune)."""
-    return BatchedRunStore(location, commit_delay=commit_delay, full_at=full_at)
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-def open_run_reader(location: Path) -> RunReader:
+def is_postgres(location: SecretStr) -> bool:
+    return location.get_secret_value().startswith(POSTGRES_SCHEMES)
+
+
+def open_run_store(location: SecretStr, *, commit_delay: float, full_at: int) -> RunStore:
+    """The consumer's store at `location`: created if missing, opened by its `start`
+    (`common/stores/group_commit.py` explains the group commit that `commit_delay` and
+    `full_at` tune)."""
+    if is_postgres(location):
+        return PostgresRunStore(
+            location.get_secret_value(),
+            described=describe(location),
+            commit_delay=commit_delay,
+            full_at=full_at,
+        )
+    return BatchedRunStore(
+        Path(location.get_secret_value()), commit_delay=commit_delay, full_at=full_at
+    )
+
+
+def open_run_reader(location: SecretStr) -> RunReader:
     """A reader of the store at `location`; it opens the store only to read."""
-    return SqliteRunReader(location)
+    if is_postgres(location):
+        return PostgresRunReader(location.get_secret_value(), described=describe(location))
+    return SqliteRunReader(Path(location.get_secret_value()))
+
+
+def describe(location: SecretStr) -> str:
+    """The location as it may be shown: a URL's password (in its user part or its query)
+    replaced by `***`; a path as it is."""
+    text = location.get_secret_value()
+    if not is_postgres(location):
+        return text
+    parts = urlsplit(text)
+    netloc = parts.netloc
+    users, at, hosts = netloc.rpartition("@")
+    if at and ":" in users:
+        netloc = f"{users.split(':', 1)[0]}:***@{hosts}"
+    query = urlencode(
+        [
+            (key, "***" if key.lower() == "password" else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))

@@ -3,15 +3,8 @@
 `SqliteRunStore` is the plain, blocking store (tests use it). The consumer uses
 `BatchedRunStore`: reads run on the event loop (a WAL read takes microseconds and never
 waits for the writer), and writes from all in-flight messages are committed together in one
-transaction. Every commit still waits for its fsync before any of its callers is told "done",
-so a message is acked only after its record is on disk; batching just shares one fsync among
-everything that arrived while the previous one ran.
-
-Before each commit the store waits up to `commit_delay` for more writers to join (a group
-commit's linger, as PostgreSQL's commit_delay), but never once `full_at` writers wait: with
-the consumer's prefetch as `full_at`, every delivery the broker may send is then waiting on
-this commit, and no more can arrive until it is acked. Events that arrive one by one then
-share commits (and acks) with the next few, for at most that much more latency before the ack.
+transaction, fsync'd, by the group commit (`group_commit.py` explains its linger,
+`commit_delay`, and `full_at`).
 
 A batch's statements run on the event loop and only its COMMIT (the fsync) on a worker
 thread. Running every statement on the thread was far slower under load: each one hands the
@@ -32,7 +25,8 @@ from pathlib import Path
 
 import orjson
 
-from common.stores.runs import Run, RunStoreUnavailable
+from common.stores.group_commit import GroupCommit
+from common.stores.runs import LocalClaims, Run, RunStoreUnavailable
 from schemas.events import ConfluenceAppSync
 
 _SCHEMA = """
@@ -168,60 +162,49 @@ class BatchedRunStore:
     ) -> None:
         self._writer = SqliteRunStore(path)  # one batch at a time, by `_flush` alone
         self._reader = SqliteRunStore(path)
-        self._max_batch = max_batch
-        self._commit_delay = commit_delay
-        self._full_at = min(full_at or max_batch, max_batch)
-        self._batch_full = asyncio.Event()
-        self._pending: list[tuple[list[Write], asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
-        self.commits = 0
+        self._claims = LocalClaims()
+        self._group: GroupCommit[list[Write]] = GroupCommit(
+            self._flush,
+            name="syncgate-run-store-flush",
+            max_batch=max_batch,
+            commit_delay=commit_delay,
+            full_at=full_at,
+        )
+
+    @property
+    def commits(self) -> int:
         """Transactions committed so far: fewer than writers whenever batching helped."""
+        return self._group.commits
+
+    async def start(self) -> None:
+        """Nothing to open: the file was opened (and made) with the store."""
+
+    async def probe(self) -> None:
+        self._reader.is_processed("")
 
     async def is_processed(self, event_id: str) -> bool:
         return self._reader.is_processed(event_id)
 
+    async def claim(self, event_id: str) -> BatchedRunWrites | None:
+        """One process writes this file, so a claim is held in the process alone: a second
+        copy of the event waits for the first copy's claim to end, then finds it processed."""
+        await self._claims.acquire(event_id)
+        if self._reader.is_processed(event_id):
+            self._claims.release(event_id)
+            return None
+        return BatchedRunWrites(self, event_id)
+
     def unit_of_work(self) -> BatchedRunWrites:
-        """Writes staged while one message is handled, committed together with its mark."""
-        return BatchedRunWrites(self)
+        """Writes staged outside any claim (tools and tests), committed together."""
+        return BatchedRunWrites(self, None)
 
     async def commit(self, writes: list[Write]) -> None:
         """Commit these writes atomically, in the next batch; return once they are on disk."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((writes, done))
-        if len(self._pending) >= self._full_at:
-            self._batch_full.set()
-        if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.create_task(self._flush(), name="syncgate-run-store-flush")
-        await done
+        await self._group.commit(writes)
 
-    async def _flush(self) -> None:
-        while self._pending:
-            await self._let_writers_join()
-            batch = self._pending[: self._max_batch]
-            del self._pending[: self._max_batch]
-            writes = [write for group, _ in batch for write in group]
-            try:
-                self._writer.stage(writes)
-                await asyncio.to_thread(self._writer.commit)
-                self.commits += 1
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
-
-    async def _let_writers_join(self) -> None:
-        # One turn of the loop at least: the deliveries read in the same turn join in.
-        if self._commit_delay <= 0 or len(self._pending) >= self._full_at:
-            await asyncio.sleep(0)
-            return
-        self._batch_full.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self._commit_delay):
-                await self._batch_full.wait()
+    async def _flush(self, batch: list[list[Write]]) -> None:
+        self._writer.stage([write for group in batch for write in group])
+        await asyncio.to_thread(self._writer.commit)
 
     async def close(self) -> None:
         self._writer.close()
@@ -236,8 +219,9 @@ class BatchedRunWrites:
     halves the commits each message waits for.
     """
 
-    def __init__(self, store: BatchedRunStore) -> None:
+    def __init__(self, store: BatchedRunStore, claimed: str | None) -> None:
         self._store = store
+        self._claimed = claimed
         self._writes: list[Write] = []
 
     def record_sync(self, event: ConfluenceAppSync, *, received_at: int) -> None:
@@ -252,6 +236,12 @@ class BatchedRunWrites:
         if writes:
             await self._store.commit(writes)
 
+    async def release(self) -> None:
+        self._writes = []
+        if self._claimed is not None:
+            self._store._claims.release(self._claimed)
+            self._claimed = None
+
 
 class SqliteRunReader:
     """Reads the consumer's file without ever creating or writing it.
@@ -264,6 +254,12 @@ class SqliteRunReader:
         self._path = path
         # Set once the consumer has created the table; tables are never dropped.
         self._has_table = False
+
+    async def start(self) -> None:
+        """Nothing to open: each read opens the file."""
+
+    async def close(self) -> None:
+        pass
 
     async def get(self, event_id: str) -> Run | None:
         return await asyncio.to_thread(self._get, event_id)

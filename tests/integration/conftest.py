@@ -1,4 +1,5 @@
-"""The `cluster` fixture: scripts/cluster.sh's three-node RabbitMQ cluster, started fresh once
+"""The `postgres_url` fixture (a database of the test's own on the machine's PostgreSQL), and
+the `cluster` fixture: scripts/cluster.sh's three-node RabbitMQ cluster, started fresh once
 per test session (only if a test asks for it) and stopped with --purge at the end.
 
 Time limits: pytest-timeout times a test's set-up, call and tear-down together (unless
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.support.cluster import START_LIMIT, STOP_LIMIT, Cluster
+from tests.support.postgres import fresh_database
 
 START_BUDGET = START_LIMIT
 STOP_BUDGET = STOP_LIMIT
@@ -41,6 +43,13 @@ def cluster() -> Iterator[Cluster]:
         yield cluster
     finally:
         asyncio.run(cluster.stop(purge=True))
+
+
+@pytest.fixture
+async def postgres_url() -> AsyncIterator[str]:
+    """The URL of a new database on the machine's PostgreSQL, dropped after the test."""
+    async with fresh_database() as url:
+        yield url
 
 
 def _timeout_of(item: pytest.Item) -> float | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import aio_pika
 import pytest
 from aiohttp import web
+from pydantic import SecretStr
 
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.handlers import Deps, Handler, HandlerDeps
@@ -209,7 +210,7 @@ async def test_no_accepted_sync_is_lost_across_two_broker_restarts(
     assert len(accepted) == statuses[202], "two 202s shared an event id"
 
 
-def stored_ids(run_store: Path) -> set[str]:
+def stored_ids(run_store: SecretStr | Path) -> set[str]:
     return set(recorded_ids(run_store))
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, HeadersType
 from pamqp.encode import field_table
+from pydantic import SecretStr
 
 from common.stores.runs import Run
 from common.stores.runs_sqlite import SqliteRunStore
@@ -32,6 +33,7 @@ from tests.support.broker import broker_stopped, rabbitmqctl
 EVENT_NAME = "confluence/app.sync"
 ROUTING_KEY = routing_key_for(EVENT_NAME)
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 async def publish_event(
@@ -142,7 +144,7 @@ def consumer_env(settings: ConsumerSettings) -> dict[str, str]:
         "SYNCGATE_UNROUTED_EXCHANGE": settings.unrouted_exchange,
         "SYNCGATE_QUEUE": settings.queue,
         "SYNCGATE_DEAD_LETTER_EXCHANGE": settings.dead_letter_exchange,
-        "SYNCGATE_RUN_STORE": str(settings.run_store),
+        "SYNCGATE_RUN_STORE": settings.run_store.get_secret_value(),
         "SYNCGATE_PREFETCH": str(settings.prefetch),
         "SYNCGATE_MAX_ATTEMPTS": str(settings.max_attempts),
         "SYNCGATE_RETRY_BASE_DELAY": str(settings.retry_base_delay),
@@ -150,14 +152,22 @@ def consumer_env(settings: ConsumerSettings) -> dict[str, str]:
     }
 
 
-async def start_consumer(settings: ConsumerSettings, log_file: Path) -> asyncio.subprocess.Process:
-    """`python -m consumers` as its own process; its log lines go to `log_file`."""
+async def start_consumer(
+    settings: ConsumerSettings,
+    log_file: Path,
+    *,
+    module: str = "consumers",
+    env: dict[str, str] | None = None,
+) -> asyncio.subprocess.Process:
+    """`python -m consumers` (or another module) as its own process, from the repository's
+    root, with these settings (and `env` on top); its log lines go to `log_file`."""
     with log_file.open("ab") as log:
         return await asyncio.create_subprocess_exec(
             str(BIN / "python"),
             "-m",
-            "consumers",
-            env=consumer_env(settings),
+            module,
+            env={**consumer_env(settings), **(env or {})},
+            cwd=ROOT,
             stdout=log,
             stderr=log,
         )
@@ -177,8 +187,14 @@ async def syncgate(settings: ConsumerSettings, *args: str) -> tuple[int, str]:
     return process.returncode, output.decode()
 
 
-def recorded_ids(run_store: Path) -> list[str]:
+def sqlite_path(run_store: SecretStr | Path) -> Path:
+    """The SQLite file of a SYNCGATE_RUN_STORE setting (or the path itself)."""
+    return Path(run_store.get_secret_value()) if isinstance(run_store, SecretStr) else run_store
+
+
+def recorded_ids(run_store: SecretStr | Path) -> list[str]:
     """Every event id in the run store's `runs` table (read-only, beside a running consumer)."""
+    run_store = sqlite_path(run_store)
     if not run_store.exists():
         return []
     with contextlib.closing(sqlite3.connect(run_store, timeout=5)) as db:
@@ -188,8 +204,9 @@ def recorded_ids(run_store: Path) -> list[str]:
             return []
 
 
-def stored_run(run_store: Path, event_id: str) -> Run | None:
+def stored_run(run_store: SecretStr | Path, event_id: str) -> Run | None:
     """The run recorded for this event id, or None (read beside a running consumer)."""
+    run_store = sqlite_path(run_store)
     if not run_store.exists():
         return None
     store = SqliteRunStore(run_store)
@@ -199,8 +216,8 @@ def stored_run(run_store: Path, event_id: str) -> Run | None:
         store.close()
 
 
-def processed_ids(run_store: Path) -> list[str]:
-    with contextlib.closing(sqlite3.connect(run_store, timeout=5)) as db:
+def processed_ids(run_store: SecretStr | Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(sqlite_path(run_store), timeout=5)) as db:
         return [row[0] for row in db.execute("SELECT event_id FROM processed_events")]
 
 

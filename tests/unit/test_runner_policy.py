@@ -37,6 +37,7 @@ from common.republish import (
     frame_limit,
     republished,
 )
+from common.stores.runs import RunStoreUnavailable
 from common.stores.runs_sqlite import BatchedRunStore, SqliteRunStore, mark_processed_write
 from consumers.errors import NonRetryableError, RetryableError
 from consumers.handlers import Deps, Handler, HandlerDeps
@@ -50,7 +51,7 @@ from consumers.runner import (
 )
 from consumers.settings import ConsumerSettings
 from schemas.events import ConfluenceAppSync
-from tests.support.consumer import padded_headers
+from tests.support.consumer import padded_headers, wait_until
 from tests.support.events import sync_event
 
 EVENT_NAME = "confluence/app.sync"
@@ -678,3 +679,70 @@ def test_a_copy_is_within_every_bound_or_it_is_not_made(
             assert sent == value
     limit = frame_limit(frame_max)
     assert limit is None or content_header_size(copy) <= limit
+
+
+# --- the run store unavailable ----------------------------------------------------------
+
+
+class UnavailableStore:
+    """A run store that is down until `up` is set; `probes` counts the probes."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.probes = 0
+
+    async def start(self) -> None:
+        pass
+
+    async def probe(self) -> None:
+        self.probes += 1
+        if not self.up:
+            raise RunStoreUnavailable("the run store postgresql://u:***@db/x cannot be reached")
+
+    async def is_processed(self, event_id: str) -> bool:
+        await self.probe()
+        return False
+
+    async def claim(self, event_id: str) -> None:
+        await self.probe()
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_store_outage_hands_the_message_back_and_pauses_until_the_store_answers(
+    settings: ConsumerSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = UnavailableStore()
+    calls = Calls()
+    metrics = ConsumerMetrics()
+    runner = Runner(settings, {EVENT_NAME: recording(calls)}, Deps(runs=store), metrics=metrics)
+    log: list[str] = []
+    retry, dead_letter = FakeExchange("retry", []), FakeExchange("dlx", [])
+    runner.use_exchanges(retry=retry, dead_letter=dead_letter, frame_max=negotiated(131_072))
+
+    with caplog.at_level(logging.INFO, logger="consumers"):
+        decisions = [await runner.decide(delivery_of(sync_event())) for _ in range(3)]
+        assert value(metrics, "syncgate_consumer_paused") == 1
+        for decision in decisions:
+            await runner.settle(delivery_of(sync_event(), log=log), decision)
+        store.up = True
+        await wait_until(lambda: value(metrics, "syncgate_consumer_paused") == 0, "the resume")
+
+    assert {(d.settlement, d.reason) for d in decisions} == {
+        (Settlement.HAND_BACK, "run_store_unavailable")
+    }
+    assert log == ["reject(requeue=True)"] * 3, "handed back, never acked"
+    assert retry.published == dead_letter.published == [], "not a handler failure"
+    assert calls.events == []
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, "one warning for the pause, not one per message"
+    assert "consuming paused" in warnings[0].getMessage()
+    assert any("consuming resumed" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert value(metrics, "syncgate_consumer_messages_total", outcome="hand_back") == 3
+
+
+def value(metrics: ConsumerMetrics, name: str, **labels: str) -> float:
+    sample = metrics.registry.get_sample_value(name, labels)
+    return 0.0 if sample is None else sample

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
+from common.stores.backends import describe
+from consumers.settings import ConsumerSettings
 from gateway.app_settings import AppSettingsError, AppSettingsProvider, load_app_settings
 from gateway.settings import GatewaySettings
 from gateway.users import UsersFileError, UserStore, add_user, hash_password, verify_password
@@ -166,3 +168,14 @@ def test_users_are_found_by_id_with_their_public_identity(users_file: Path) -> N
         "name": record.name,
     }
     assert store.by_id("u-nobody") is None
+
+
+def test_settings_keep_the_store_secret() -> None:
+    url = "postgresql://syncgate:s3cr3t-pw@db.example:5432/syncgate?password=s3cr3t-pw"
+    settings = ConsumerSettings(run_store=url)
+    assert "s3cr3t" not in repr(settings)
+    assert "s3cr3t" not in str(settings.model_dump())
+    assert describe(settings.run_store) == (
+        "postgresql://syncgate:***@db.example:5432/syncgate?password=***"
+    )
+    assert describe(SecretStr("var/runs.sqlite3")) == "var/runs.sqlite3"
