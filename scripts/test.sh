@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-broker.sh
+# PostgreSQL and Redis, which the scale-out tests use (each test in a database or key prefix
+# of its own).
+scripts/ensure-stores.sh
 # Chromium for the browser test (Debian's package; Playwright's downloads are not used).
 scripts/ensure-browser.sh
 # The bench extra too: the bench smoke test runs the FastAPI + FastStream peer, and the
