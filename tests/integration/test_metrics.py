@@ -9,11 +9,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aio_pika
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, unused_port
-from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.bootstrap import HANDLERS, build_deps
 from consumers.metrics import OUTCOMES, ConsumerMetrics, serve_metrics
@@ -30,47 +28,12 @@ from tests.support.app import gateway_app
 from tests.support.consumer import publish_event, running
 from tests.support.fakes import LocalRevocations
 from tests.support.gateway import wait_readiness
+from tests.support.metrics import Samples, scrape_consumer, scrape_gateway, settled, value
 
 pytestmark = pytest.mark.integration
 
 Client = TestClient[web.Request, web.Application]
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 SYNC = "confluence/app.sync"
-
-
-def parse(text: str) -> Samples:
-    """Every sample of a scrape, keyed by its name and labels."""
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """A sample's value; a series not exposed yet counts as 0, like a fresh counter."""
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-async def scrape_gateway(client: Client) -> Samples:
-    response = await client.get("/metrics")
-    assert response.status == 200
-    assert response.content_type == "text/plain"
-    return parse(await response.text())
-
-
-async def scrape_consumer(port: int) -> Samples:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{port}/metrics") as response,
-    ):
-        assert response.status == 200
-        return parse(await response.text())
-
-
-def settled(samples: Samples, outcome: str) -> float:
-    return value(samples, "syncgate_consumer_messages_total", outcome=outcome)
 
 
 async def wait_for_consumer(port: int, done: Callable[[Samples], bool]) -> Samples:

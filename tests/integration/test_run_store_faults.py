@@ -21,11 +21,11 @@ from common.stores.runs import RunStoreRefused
 from common.topology import declare_consumer_topology
 from gateway.settings import GatewaySettings
 from tests.conftest import AiohttpClient, BrokerNames, login, management_get
-from tests.integration.test_metrics import scrape_consumer, settled, value
 from tests.support.app import gateway_client
 from tests.support.consumer import depth, publish_events, start_consumer, syncgate
 from tests.support.events import sync_event
 from tests.support.log_capture import json_log_lines
+from tests.support.metrics import scrape_consumer, settled, value
 from tests.support.postgres import OwnPostgres, free_port, own_postgres, recorded_ids
 
 pytestmark = [pytest.mark.integration, pytest.mark.postgres, pytest.mark.fault]

@@ -21,9 +21,9 @@ from consumers.handlers import Deps, HandlerDeps
 from consumers.runner import Runner, Settlement
 from consumers.settings import ConsumerSettings
 from schemas.events import ConfluenceAppSync
+from tests.support.deliveries import EVENT_NAME, delivery_of
 from tests.support.events import sync_event
 from tests.support.postgres import fetch, fresh_database
-from tests.unit.test_runner_policy import EVENT_NAME, delivery_of
 
 pytestmark = pytest.mark.postgres
 
