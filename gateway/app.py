@@ -96,6 +96,8 @@ def create_app(
     app.cleanup_ctx.append(cleanup_ctx(publisher))
     app[REVOCATIONS] = revocations
     app.cleanup_ctx.append(cleanup_ctx(revocations))
+    # The same two flags as /readyz (gateway/views.py), read at each scrape of /metrics.
+    metrics.track_readiness(lambda: publisher.ready and revocations.ready)
     app[IDEMPOTENCY] = IdempotencyCache(
         window=settings.idempotency_window,
         max_keys=settings.idempotency_max_keys,

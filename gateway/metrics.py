@@ -8,6 +8,7 @@ session, can build many apps without "Duplicated timeseries" errors.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -15,6 +16,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -71,6 +73,15 @@ class GatewayMetrics:
         self._publishes_by_outcome = {
             outcome: self.publishes.labels(outcome=outcome.value) for outcome in PublishOutcome
         }
+        self.ready = Gauge(
+            "syncgate_gateway_ready",
+            "1 when /readyz would answer 200 (broker link up, revocation stream replayed), else 0.",
+            registry=self.registry,
+        )
+
+    def track_readiness(self, ready: Callable[[], bool]) -> None:
+        """syncgate_gateway_ready calls `ready` at each scrape, so it is never stale."""
+        self.ready.set_function(lambda: 1.0 if ready() else 0.0)
 
     def published(self, outcome: PublishOutcome, seconds: float) -> None:
         self._publishes_by_outcome[outcome].inc()

@@ -14,6 +14,10 @@ scripts/ensure-browser.sh
 # Node.js peer where node is installed (the smoke test says so when it is not).
 scripts/venv.sh test bench
 scripts/ensure-node-peer.sh || true
+# promtool for the alert-rule tests, unpacked from Debian's prometheus package (no Prometheus
+# server is installed or started). Where it cannot be had, the script says why and those tests
+# skip; where it could be but is not, they fail.
+scripts/ensure-promtool.sh >/dev/null || true
 
 echo "[test] ruff" >&2
 .venv/bin/ruff check .

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import aio_pika
@@ -13,10 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, unused_port
 
-from consumers.bootstrap import HANDLERS, build_deps
-from consumers.metrics import OUTCOMES, ConsumerMetrics, serve_metrics
-from consumers.runner import Runner
-from consumers.settings import ConsumerSettings
+from consumers.metrics import OUTCOMES
 from gateway.app_settings import load_app_settings
 from gateway.bootstrap import build_app
 from gateway.metrics import GatewayMetrics
@@ -25,7 +21,7 @@ from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync, EventUser
 from tests.conftest import AiohttpClient, BrokerNames, login
 from tests.support.app import gateway_app
-from tests.support.consumer import publish_event, running
+from tests.support.consumer import publish_event, running_consumer
 from tests.support.fakes import LocalRevocations
 from tests.support.gateway import wait_readiness
 from tests.support.metrics import Samples, scrape_consumer, scrape_gateway, settled, value
@@ -43,21 +39,6 @@ async def wait_for_consumer(port: int, done: Callable[[Samples], bool]) -> Sampl
         assert time.monotonic() < deadline, f"the consumer's metrics never got there: {samples}"
         await asyncio.sleep(0.05)
     return samples
-
-
-@asynccontextmanager
-async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Runner]:
-    """A real runner on the test's queue, its metrics served on settings.metrics_port."""
-    deps = build_deps(settings)
-    metrics = ConsumerMetrics()
-    try:
-        async with (
-            serve_metrics(metrics, settings),
-            running(settings, HANDLERS, deps, metrics=metrics) as runner,
-        ):
-            yield runner
-    finally:
-        await deps.runs.close()
 
 
 async def test_traffic_moves_the_gateway_and_consumer_metrics(

@@ -19,8 +19,9 @@ from pydantic import SecretStr
 
 from common.stores.runs import Run
 from common.stores.runs_sqlite import SqliteRunStore
+from consumers.bootstrap import HANDLERS, build_deps
 from consumers.handlers import Deps, Handler
-from consumers.metrics import ConsumerMetrics
+from consumers.metrics import ConsumerMetrics, serve_metrics
 from consumers.runner import Runner
 from consumers.settings import ConsumerSettings
 from gateway.message_properties import message_properties
@@ -133,6 +134,21 @@ async def running(
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+@contextlib.asynccontextmanager
+async def running_consumer(settings: ConsumerSettings) -> AsyncIterator[Runner]:
+    """A real runner on the test's queue, its metrics served on settings.metrics_port."""
+    deps = build_deps(settings)
+    metrics = ConsumerMetrics()
+    try:
+        async with (
+            serve_metrics(metrics, settings),
+            running(settings, HANDLERS, deps, metrics=metrics) as runner,
+        ):
+            yield runner
+    finally:
+        await deps.runs.close()
 
 
 def consumer_env(settings: ConsumerSettings) -> dict[str, str]:

@@ -7,6 +7,7 @@ and that the image runs as a non-root user with a health check on /readyz.
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import tomllib
@@ -20,6 +21,7 @@ import yaml
 from cli.main import cli
 from consumers.settings import ConsumerSettings
 from gateway.settings import GatewaySettings
+from tests.support import monitoring as monitoring_files
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -223,3 +225,152 @@ def test_the_consumer_does_not_inherit_the_http_health_check(compose: dict[str, 
     # It shares the image but serves no HTTP: the /readyz check would mark it unhealthy.
     assert services(compose)["consumer"]["healthcheck"] == {"disable": True}
     assert "healthcheck" not in services(compose)["gateway"]
+
+
+# --- the optional monitoring profile (deploy/compose.monitoring.yaml) -----------------------
+
+MONITORING = ROOT / "deploy" / "compose.monitoring.yaml"
+
+
+@pytest.fixture(scope="module")
+def monitoring() -> dict[str, Any]:
+    loaded = yaml.safe_load(MONITORING.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def bind_mounts(service: dict[str, Any], base: Path) -> dict[str, Path]:
+    """A service's bind mounts: the path in the container -> the file or dir on the host."""
+    mounts = {}
+    for volume in service.get("volumes", []):
+        source, target = volume.split(":")[:2]
+        if source.startswith("."):
+            mounts[target] = (base / source).resolve()
+    return mounts
+
+
+def in_container(mounts: dict[str, Path], path: str) -> Path:
+    """Where a path inside the container comes from on the host, through its bind mounts."""
+    for target, source in sorted(mounts.items(), key=lambda item: -len(item[0])):
+        if path == target or path.startswith(target.rstrip("/") + "/"):
+            return source / path[len(target) :].lstrip("/")
+    raise AssertionError(f"{path} is not mounted from the repository")
+
+
+def test_the_monitoring_profile_is_included_and_starts_only_when_asked(
+    compose: dict[str, Any], monitoring: dict[str, Any]
+) -> None:
+    assert compose["include"] == ["deploy/compose.monitoring.yaml"]
+    assert set(services(monitoring)) == {"prometheus", "grafana"}
+    assert not set(services(monitoring)) & set(services(compose))
+    for config in services(monitoring).values():
+        assert config["profiles"] == ["monitoring"]
+        for port in config["ports"]:
+            assert port.startswith("127.0.0.1:"), port
+    assert set(monitoring["volumes"]) == {"prometheus-data", "grafana-data"}
+
+
+def test_every_file_the_profile_mounts_exists_and_parses(monitoring: dict[str, Any]) -> None:
+    base = MONITORING.parent
+    mounted = [
+        path
+        for config in services(monitoring).values()
+        for path in bind_mounts(config, base).values()
+    ]
+    files = [
+        f
+        for path in mounted
+        for f in ([path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else [])
+    ]
+    assert all(path.exists() for path in mounted), mounted
+    checked = 0
+    for path in files:
+        if path.suffix in {".yml", ".yaml"}:
+            assert yaml.safe_load(path.read_text()) is not None, path
+            checked += 1
+        elif path.suffix == ".json":
+            assert json.loads(path.read_text()), path
+            checked += 1
+    assert checked >= 6, files
+
+
+def test_prometheus_loads_the_checked_config_and_rules(monitoring: dict[str, Any]) -> None:
+    prometheus = services(monitoring)["prometheus"]
+    mounts = bind_mounts(prometheus, MONITORING.parent)
+    [config_flag] = [arg for arg in prometheus["command"] if arg.startswith("--config.file=")]
+    config = in_container(mounts, config_flag.split("=", 1)[1])
+    assert config == monitoring_files.SCRAPE_CONFIG
+    for rule_file in yaml.safe_load(config.read_text())["rule_files"]:
+        # rule_files are relative to the config file, in the container as here.
+        assert (config.parent / rule_file).resolve() == monitoring_files.ALERTS
+
+
+def test_prometheus_scrapes_the_stacks_services(
+    compose: dict[str, Any], monitoring: dict[str, Any]
+) -> None:
+    stack = services(compose)
+    targets = {
+        job["job_name"]: [t for c in job["static_configs"] for t in c["targets"]]
+        for job in yaml.safe_load(monitoring_files.SCRAPE_CONFIG.read_text())["scrape_configs"]
+    }
+    gateway_port = stack["gateway"]["environment"]["SYNCGATE_PORT"]
+    consumer_port = stack["consumer"]["environment"]["SYNCGATE_METRICS_PORT"]
+    assert targets["syncgate-gateway"] == [f"gateway:{gateway_port}"]
+    assert targets["syncgate-consumer"] == [f"consumer:{consumer_port}"]
+    # The plugin's default port, inside the compose network (not published on the host).
+    assert targets["rabbitmq-detailed"] == targets["rabbitmq"] == ["rabbitmq:15692"]
+    hosts = {target.split(":")[0] for job in targets.values() for target in job}
+    assert hosts <= set(stack)
+
+
+def test_the_broker_enables_the_prometheus_plugin(compose: dict[str, Any]) -> None:
+    mounts = bind_mounts(services(compose)["rabbitmq"], ROOT)
+    plugins_file = mounts["/etc/rabbitmq/enabled_plugins"]
+    text = plugins_file.read_text().strip()
+    # An Erlang list term: [a,b].
+    assert re.fullmatch(r"\[[a-z_,\s]+\]\.", text), text
+    plugins = {name.strip() for name in text[1:-2].split(",")}
+    assert plugins == {"rabbitmq_management", "rabbitmq_prometheus"}
+
+
+def test_grafana_is_provisioned_with_the_profiles_prometheus_and_the_checked_dashboard(
+    monitoring: dict[str, Any],
+) -> None:
+    grafana = services(monitoring)["grafana"]
+    mounts = bind_mounts(grafana, MONITORING.parent)
+    provisioning = in_container(mounts, "/etc/grafana/provisioning")
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["type"] == "prometheus"
+    assert source["isDefault"] is True
+    prometheus_port = services(monitoring)["prometheus"]["ports"][0].rsplit(":", 1)[-1]
+    assert source["url"] == f"http://prometheus:{prometheus_port}"
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "syncgate.yml").read_text())[
+        "providers"
+    ]
+    assert provider["type"] == "file"
+    # What the provider loads: every file mounted into its dir, which is the checked dashboard.
+    directory = provider["options"]["path"].rstrip("/") + "/"
+    loaded = [path for target, path in mounts.items() if target.startswith(directory)]
+    assert loaded == [monitoring_files.DASHBOARD]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert in_container(mounts, home) == monitoring_files.DASHBOARD
+
+
+def test_the_profile_references_only_metrics_the_checks_cover(monitoring: dict[str, Any]) -> None:
+    """The files the profile mounts are the ones whose every metric name
+    tests/integration/test_monitoring.py finds on real scrapes, and no others hold PromQL."""
+    mounted = {
+        path
+        for config in services(monitoring).values()
+        for path in bind_mounts(config, MONITORING.parent).values()
+    }
+    promql_files = {
+        f
+        for path in mounted
+        for f in ([path] if path.is_file() else path.rglob("*"))
+        if f.is_file() and ("expr" in f.read_text())
+    }
+    assert promql_files == {monitoring_files.ALERTS, monitoring_files.DASHBOARD}
+    assert monitoring_files.all_selectors()
