@@ -9,9 +9,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from common.stores.login_failures import LockoutPolicy
+from common.stores.login_failures_memory import FailureCounter, MemoryLoginFailures
 from gateway import users
 from gateway.errors import TooManyAttempts
-from gateway.login_limits import FailureCounter, LoginLimits
+from gateway.login_limits import LoginLimits
 from gateway.settings import GatewaySettings
 from gateway.users import UserStore
 from tests.conftest import EMAIL, PASSWORD, AiohttpClient
@@ -92,25 +94,27 @@ async def test_an_address_guessing_across_accounts_is_locked_out(
 
 def test_failure_tables_are_bounded_and_quiet_keys_are_forgotten() -> None:
     clock = FakeClock()
-    counter = FailureCounter(max_failures=1, base=30, cap=60, clock=clock, max_keys=3)
+    counter = FailureCounter(max_failures=1, base=30, cap=60, quiet=60, clock=clock, max_keys=3)
     for i in range(10):
         counter.failed(f"key{i}")
     assert len(counter) == 3
     assert counter.retry_after("key0") == 0  # evicted, the oldest first
     assert counter.retry_after("key9") == 30
-    clock.now += 61  # quiet for longer than the cap: the next failure starts from one again
+    clock.now += 61  # quiet for longer than the quiet period: the next failure starts from one
     counter.failed("key9")
     assert counter.retry_after("key9") == 30
 
 
-def test_a_success_does_not_clear_the_address() -> None:
-    limits = LoginLimits(per_account=3, per_address=3, base=30, cap=60, clock=FakeClock())
+async def test_a_success_does_not_clear_the_address() -> None:
+    policy = LockoutPolicy(max_failures=3, base=30, cap=60, quiet=60)
+    store = MemoryLoginFailures(accounts=policy, addresses=policy, clock=FakeClock())
+    limits = LoginLimits(store, retry_after=5)
     for _ in range(3):
-        limits.failed("victim@example.com", "10.0.0.1")
-    limits.succeeded("Victim@Example.com ")
-    limits.check("victim@example.com", "10.0.0.2")  # the account is clear again
+        await limits.failed("victim@example.com", "10.0.0.1")
+    await limits.succeeded("Victim@Example.com ")
+    await limits.check("victim@example.com", "10.0.0.2")  # the account is clear again
     with pytest.raises(TooManyAttempts):
-        limits.check("someone@example.com", "10.0.0.1")
+        await limits.check("someone@example.com", "10.0.0.1")
 
 
 async def test_an_unknown_email_costs_a_scrypt_check_like_a_known_one(
