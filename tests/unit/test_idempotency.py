@@ -21,38 +21,10 @@ from gateway.settings import GatewaySettings
 from schemas.events import AppSettings, ConfluenceAppSync, EventUser
 from tests.conftest import AiohttpClient, login
 from tests.support.app import gateway_app
-from tests.support.fakes import FakePublisher
+from tests.support.fakes import FakePublisher, GatedPublisher, RecordingPublisher
 
 Client = TestClient[web.Request, web.Application]
 MiB = 1024 * 1024
-
-
-class RecordingPublisher(FakePublisher):
-    """Records every event it is asked to publish, the ones that then fail too."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempted: list[ConfluenceAppSync] = []
-
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
-        self.attempted.append(event)
-        await super().publish(event, correlation_id=correlation_id)
-
-
-class GatedPublisher(RecordingPublisher):
-    """Holds every publish until `gate` opens, so a test can overlap two requests."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.entered = 0
-        self.first_entered = asyncio.Event()
-
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
-        self.entered += 1
-        self.first_entered.set()
-        await self.gate.wait()
-        await super().publish(event, correlation_id=correlation_id)
 
 
 async def signed_in_client(
