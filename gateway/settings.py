@@ -34,7 +34,11 @@ def parse_session_keys(raw: str) -> list[str]:
 
 
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SYNCGATE_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a ValidationError never quotes a value (a session key, a URL with
+    # its password), wherever it is printed or logged.
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "syncgate.events"
