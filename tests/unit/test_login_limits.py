@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pydantic import ValidationError
 
 from common.stores.login_failures import LockoutPolicy
 from common.stores.login_failures_memory import FailureCounter, MemoryLoginFailures
@@ -79,6 +80,42 @@ async def test_the_lockout_doubles_with_each_further_failure(
         retry_afters.append(outcome[1])
         clock.now += int(outcome[1] or 0)
     assert retry_afters == ["30", "60", "100", "100"]
+
+
+async def test_the_lockout_keeps_escalating_after_the_longest_one_until_the_quiet_period(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    fake_publisher: FakePublisher,
+) -> None:
+    """Issue 20, section 6: after the longest lockout the count started over, so a patient
+    guesser got a fresh budget every cycle."""
+    clock = FakeClock()
+    settings = make_settings(
+        login_max_failures=2,
+        login_lockout_base=30,
+        login_lockout_max=100,
+        login_quiet_period=3600,
+    )
+    client: Client = await aiohttp_client(
+        gateway_app(settings, publisher=fake_publisher, clock=clock)
+    )
+    retry_afters = []
+    for _ in range(6):
+        while (outcome := await attempt(client, "wrong"))[0] == 401:
+            pass
+        retry_afters.append(outcome[1])
+        clock.now += int(outcome[1] or 0) + 200  # quiet for twice the cap each time
+    assert retry_afters == ["30", "60", "100", "100", "100", "100"]
+    # Quiet for the whole quiet period: the count starts over.
+    clock.now += 3600 + 1
+    assert [(await attempt(client, "wrong"))[0] for _ in range(3)] == [401, 401, 429]
+
+
+def test_a_quiet_period_shorter_than_the_longest_lockout_is_refused(
+    make_settings: Callable[..., GatewaySettings],
+) -> None:
+    with pytest.raises(ValidationError, match="SYNCGATE_LOGIN_LOCKOUT_MAX"):
+        make_settings(login_lockout_max=900, login_quiet_period=600)
 
 
 async def test_an_address_guessing_across_accounts_is_locked_out(
