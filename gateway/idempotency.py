@@ -117,10 +117,11 @@ class Outcome:
     """True when an earlier request with the same key published the event, not this one."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _InFlight:
     fingerprint: bytes
-    event_id: asyncio.Future[str]
+    event_id: asyncio.Future[str] | None = None
+    """Made by the first request that waits: most publishes have no one waiting."""
 
 
 def _check_same_body(first: bytes, this: bytes) -> None:
@@ -172,32 +173,37 @@ class IdempotencyCache:
         fingerprint = body_fingerprint(data)
         while (pending := self._in_flight.get(scope)) is not None:
             _check_same_body(pending.fingerprint, fingerprint)
+            if pending.event_id is None:
+                pending.event_id = asyncio.get_running_loop().create_future()
+            first = pending.event_id
             # asyncio.wait raises only if this request itself is cancelled, never with the
             # first request's error, which is read from the future below.
-            await asyncio.wait([pending.event_id])
-            if pending.event_id.cancelled():
+            await asyncio.wait([first])
+            if first.cancelled():
                 continue  # the first request was cancelled before an outcome: take over
-            error = pending.event_id.exception()
+            error = first.exception()
             if error is not None:
                 raise error
-            return Outcome(pending.event_id.result(), replayed=True)
+            return Outcome(first.result(), replayed=True)
 
         # No await from here until this request is registered as in flight: no other request
         # in this process can slip in, and none asks the store while this one does.
-        pending = _InFlight(fingerprint, asyncio.get_running_loop().create_future())
+        pending = _InFlight(fingerprint)
         self._in_flight[scope] = pending
         try:
             outcome = await self._publish_once(scope, fingerprint, build, publish)
         except BaseException as exc:
-            if isinstance(exc, Exception):
-                pending.event_id.set_exception(exc)
-                pending.event_id.exception()  # retrieved: no "never retrieved" noise
-            else:
-                pending.event_id.cancel()
+            if pending.event_id is not None:
+                if isinstance(exc, Exception):
+                    pending.event_id.set_exception(exc)
+                    pending.event_id.exception()  # retrieved: no "never retrieved" noise
+                else:
+                    pending.event_id.cancel()
             raise
         finally:
             del self._in_flight[scope]
-        pending.event_id.set_result(outcome.event_id)
+        if pending.event_id is not None:
+            pending.event_id.set_result(outcome.event_id)
         return outcome
 
     async def _publish_once(
@@ -208,7 +214,14 @@ class IdempotencyCache:
         publish: Callable[[ConfluenceAppSync], Awaitable[None]],
     ) -> Outcome:
         """Publish the key's attempt again, or a new event; tell the store whatever happens."""
-        claim = await self._claim(scope, fingerprint)
+        try:
+            claim = await self.store.claim(scope, fingerprint)
+        except FingerprintMismatch:
+            raise _reused() from None
+        except store_errors.StoreUnavailable:
+            raise self._unavailable() from None
+        if isinstance(claim, Busy):
+            claim = await self._wait_for_other(scope, fingerprint)
         if isinstance(claim, Confirmed):
             return Outcome(claim.outcome, replayed=True)
         encoded = claim.attempt
@@ -246,12 +259,9 @@ class IdempotencyCache:
             log.warning("could not record the confirm of an %s; a retry republishes it", HEADER)
         return Outcome(event_id, replayed=False)
 
-    async def _claim(self, scope: Scope, fingerprint: bytes) -> Claim | Confirmed:
-        claimed = await self._ask(self.store.claim(scope, fingerprint))
-        if not isinstance(claimed, Busy):
-            return claimed
-        # Another gateway is publishing this key: wait for its outcome, as a request waits for
-        # one in this process, up to the publish deadline.
+    async def _wait_for_other(self, scope: Scope, fingerprint: bytes) -> Claim | Confirmed:
+        """Another gateway is publishing this key: wait for its outcome, as a request waits
+        for one in this process, up to the publish deadline."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._wait_limit
         pause = FIRST_POLL
@@ -284,7 +294,10 @@ class IdempotencyCache:
         except FingerprintMismatch:
             raise _reused() from None
         except store_errors.StoreUnavailable:
-            # The reason is in the store's own log line, not in the client's answer.
-            raise StoreUnavailable(
-                f"the store of {HEADER}s is unavailable; retry", retry_after=self._retry_after
-            ) from None
+            raise self._unavailable() from None
+
+    def _unavailable(self) -> StoreUnavailable:
+        # The reason is in the store's own log line, not in the client's answer.
+        return StoreUnavailable(
+            f"the store of {HEADER}s is unavailable; retry", retry_after=self._retry_after
+        )

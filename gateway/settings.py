@@ -96,7 +96,9 @@ class GatewaySettings(BaseSettings):
     redis_prefix: str = "syncgate:"
     # The bound on each Redis call (the wait for a connection included): then 503.
     redis_timeout: float = Field(default=0.5, gt=0)
-    redis_max_connections: int = Field(default=64, ge=1)
+    # Per store and gateway process. A call holds a connection for well under a millisecond, so
+    # a few serve thousands of requests a second; a burst waits for one (within the timeout).
+    redis_max_connections: int = Field(default=16, ge=1)
 
     log_format: LogFormat = "json"
     log_level: str = "INFO"

@@ -31,7 +31,11 @@ Scope = tuple[str, str]
 """(owner, key): one owner's key never answers for another owner."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: treat them as values. A frozen dataclass costs about four times as much to make
+# (object.__setattr__ per field), and a keyed request makes one or two of these.
+
+
+@dataclass(slots=True)
 class Claim:
     """The caller holds the scope: it publishes, then calls `confirm` or `fail` exactly once."""
 
@@ -46,7 +50,7 @@ class Claim:
     one else can take the scope over, so nothing needs recording before the publish."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Confirmed:
     """The scope's event was confirmed: `outcome` is its id."""
 

@@ -310,8 +310,13 @@ async def test_two_real_gateways_on_one_redis_never_give_a_key_two_ids(
     amqp: aio_pika.abc.AbstractRobustConnection,
     redis_prefix: str,
 ) -> None:
+    # A generous Redis timeout: 80 requests at once through two gateways and four clients on
+    # one test loop, on a shared machine; this test is about ids, not about the bound.
     settings = make_settings(
-        **names.gateway_overrides(), redis_url=REDIS_URL, redis_prefix=redis_prefix
+        **names.gateway_overrides(),
+        redis_url=REDIS_URL,
+        redis_prefix=redis_prefix,
+        redis_timeout=2.0,
     )
     a = await real_gateway(aiohttp_client, settings)
     b = await real_gateway(aiohttp_client, settings)

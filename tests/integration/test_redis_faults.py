@@ -21,9 +21,12 @@ from aiohttp.test_utils import TestServer
 from gateway.bootstrap import build_app
 from gateway.settings import GatewaySettings
 from tests.conftest import PASSWORD, AiohttpClient, BrokerNames, login
+from tests.support.app import gateway_app
+from tests.support.fakes import FakePublisher
 from tests.support.gateway import Client, wait_readiness
 from tests.support.log_capture import json_log_lines
-from tests.support.redis import OwnRedis, own_redis
+from tests.support.redis import REDIS_URL, OwnRedis, gateway_stores_on_redis, own_redis
+from tests.support.tcp_proxy import proxy_in_front_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.redis, pytest.mark.fault]
 
@@ -234,3 +237,66 @@ async def test_the_redis_url_is_a_secret_in_settings_and_stores(
     with pytest.raises(ValueError, match="redis://") as refused:
         make_settings(redis_url="http://:hunter2-secret@example.com")
     assert "hunter2" not in str(refused.value)
+
+
+async def test_a_half_open_redis_costs_a_request_the_redis_timeout_not_more(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+    redis_prefix: str,
+) -> None:
+    settings = make_settings(
+        redis_timeout=REDIS_TIMEOUT, publish_deadline=1.0, retry_after=RETRY_AFTER
+    )
+    lease = settings.publish_deadline + 3 * REDIS_TIMEOUT + 1.0  # common/stores/backends.py
+    bob = {"email": "bob@example.com", "password": PASSWORD}
+    async with proxy_in_front_of(REDIS_URL) as (proxy, url):
+        idempotency, login_failures = gateway_stores_on_redis(
+            settings, url, redis_prefix, time.time
+        )
+        client: Client = await aiohttp_client(
+            gateway_app(
+                settings,
+                publisher=FakePublisher(),
+                idempotency=idempotency,
+                login_failures=login_failures,
+            )
+        )
+        await login(client)
+        proxy.pause()  # connected, and nothing ever comes back
+        paused = [
+            await ask(client, "keyed", "/api/sync", {"data": 1}, {"Idempotency-Key": "k"}),
+            await ask(client, "unkeyed", "/api/sync", {"data": 1}, {}),
+            await ask(client, "login", "/api/auth/login", bob, {}),
+        ]
+        claimed_at = time.monotonic()
+        proxy.resume()
+        resumed = [
+            await ask(client, "keyed", "/api/sync", {"data": 2}, {"Idempotency-Key": "k2"}),
+            # The paused claim reached Redis once the link flowed again: it holds "k" for its
+            # lease, as a gateway that died would. A retry waits, then answers 503.
+            await ask(client, "keyed", "/api/sync", {"data": 1}, {"Idempotency-Key": "k"}),
+            await ask(client, "login", "/api/auth/login", bob, {}),
+        ]
+        await login(client)  # Ada again, whose key "k" is
+        await asyncio.sleep(max(0.0, claimed_at + lease - time.monotonic()))
+        later = await ask(client, "keyed", "/api/sync", {"data": 1}, {"Idempotency-Key": "k"})
+    print()
+    for answer in [*paused, *resumed, later]:
+        elapsed = (answer.ended - answer.started) * 1000
+        print(f"  {answer.kind:8} {answer.status} {answer.code or '':18} {elapsed:5.0f} ms")
+    assert [(a.kind, a.status, a.code, a.retry_after) for a in paused] == [
+        ("keyed", 503, "store_unavailable", str(RETRY_AFTER)),
+        ("unkeyed", 202, None, None),
+        ("login", 503, "store_unavailable", str(RETRY_AFTER)),
+    ]
+    keyed, _, signed_in = paused
+    assert keyed.ended - keyed.started <= REDIS_TIMEOUT + 0.25
+    # A login asks the store once before the password check: it never reached scrypt.
+    assert signed_in.ended - signed_in.started <= REDIS_TIMEOUT + 0.25
+    assert [(a.kind, a.status, a.code) for a in resumed] == [
+        ("keyed", 202, None),
+        ("keyed", 503, "broker_unavailable"),
+        ("login", 200, None),
+    ]
+    # Its lease ran out with nothing recorded, so nothing was published: a new event now.
+    assert (later.status, later.code) == (202, None)
