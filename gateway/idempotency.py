@@ -23,8 +23,8 @@ Where the keys are remembered is the store's business (`common/stores/idempotenc
 this process's memory by default, bounded by a key count and a byte budget for the failed
 attempts' events; in Redis, shared by every gateway, when `SYNCGATE_REDIS_URL` is set. Here,
 `IdempotencyCache` runs the protocol over either:
-- requests with one key inside this process wait for each other in memory, as above, and
-  never ask the store twice;
+- requests with one key inside this process wait for each other in memory, as above: only
+  the first asks the store;
 - a request whose key another gateway is publishing (the store answers busy) asks the store
   again every few milliseconds, up to the publish deadline: then it answers with that outcome
   (the id, replayed; or a 503 if that publish failed), or a 503 if it is still not settled.
@@ -32,7 +32,8 @@ attempts' events; in Redis, shared by every gateway, when `SYNCGATE_REDIS_URL` i
   that takes it over then publishes the event the dead one recorded, never a new one;
 - a store that does not answer (Redis down) makes the request a 503 `store_unavailable` before
   anything is published. If it stops answering after the broker confirmed, the answer is the
-  202: the event was recorded before the publish, so a later retry publishes that same event.
+  202: the event was recorded before the publish, so a retry once the claim's lease has run
+  out publishes that same event again (consumers dedupe it); one before that is a 503.
 
 A request without a key only builds and publishes: no hash, no store, no Redis.
 """
