@@ -8,6 +8,8 @@ import time
 from aiohttp import web
 from aiohttp_session import session_middleware
 
+from common.stores.idempotency import IdempotencyStore
+from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
 from gateway.csrf import csrf_middleware
@@ -51,15 +53,17 @@ def create_app(
     revocations: RevocationList,
     runs: RunReader,
     metrics: GatewayMetrics,
+    idempotency: IdempotencyStore,
+    login_failures: LoginFailureStore,
     clock: Clock = time.time,
 ) -> web.Application:
     """Build the gateway around what it is given: `gateway/bootstrap.py` gives it the broker's
-    publisher and revocation stream and the run store's reader; tests give fakes.
+    publisher and revocation stream, the run store's reader, and the stores of Idempotency-Keys
+    and login failures (in memory, or in Redis); tests give fakes or the memory stores.
 
-    The publisher, the revocations and the run reader are started with the app and closed
-    at its shutdown.
+    The publisher, the revocations, the run reader and the two stores are started with the
+    app and closed at its shutdown.
     """
-    # gateway/body.py inflates compressed bodies itself, strictly (see `inflate` there).
     install_client_fault_filter()
     if settings.cookie_secure and not settings.origins:
         # Behind a proxy the Host header is the proxy's to set, and the own origin comes
@@ -69,6 +73,7 @@ def create_app(
             " the origin in each request's Host header; behind a proxy, set it to the site's"
             " public origin(s)"
         )
+    # gateway/body.py inflates compressed bodies itself, strictly (see `inflate` there).
     app = web.Application(
         client_max_size=settings.max_body_bytes, handler_args={"auto_decompress": False}
     )
@@ -99,17 +104,11 @@ def create_app(
     # The same two flags as /readyz (gateway/views.py), read at each scrape of /metrics.
     metrics.track_readiness(lambda: publisher.ready and revocations.ready)
     app[IDEMPOTENCY] = IdempotencyCache(
-        window=settings.idempotency_window,
-        max_keys=settings.idempotency_max_keys,
-        max_attempt_bytes=settings.idempotency_max_attempt_bytes,
+        idempotency, wait_limit=settings.publish_deadline, retry_after=settings.retry_after
     )
-    app[LOGIN_LIMITS] = LoginLimits(
-        per_account=settings.login_max_failures,
-        per_address=settings.login_max_failures_per_address,
-        base=settings.login_lockout_base,
-        cap=settings.login_lockout_max,
-        clock=clock,
-    )
+    app.cleanup_ctx.append(cleanup_ctx(idempotency))
+    app[LOGIN_LIMITS] = LoginLimits(login_failures, retry_after=settings.retry_after)
+    app.cleanup_ctx.append(cleanup_ctx(login_failures))
     app.add_routes(routes)
     app.add_routes(runs_routes)
     add_get(app, "/metrics", metrics_view(metrics))

@@ -123,3 +123,14 @@ class BrokerUnavailable(GatewayError):
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class StoreUnavailable(GatewayError):
+    """A shared store (Redis) that a promise depends on did not answer: retry after
+    `retry_after`. Nothing was published, and no session was started."""
+
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

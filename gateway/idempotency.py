@@ -19,43 +19,71 @@ answers for the event of the first request instead of making a new one:
   instead of publishing in parallel. If that request was cancelled, it takes over and
   publishes the same event: a cancelled publish counts as a failed one.
 
-The memory is one bounded, in-process map from (user id, key) to the first body's hash and
-either the confirmed event id or, after a failure, the attempted event. An entry lives for
-`window` seconds from its latest publish outcome (a failure or the confirm). Entries are kept
-in that order, so with one fixed window the oldest entry is also the first to expire, and the
-oldest is the one dropped when the map holds `max_keys`. A confirmed entry is a few hundred
-bytes. A failed attempt keeps its event as the JSON it was published as (up to the body limit
-plus the envelope), and all attempts together stay under `max_attempt_bytes`: past it, the
-oldest attempts are forgotten, and a retry with such a key publishes a new event, as a request
-without a key would, so a long outage under many keys costs bounded memory. The map belongs
-to one gateway process: several gateways need sticky routing by user or a shared store. A
-request without a key only builds and publishes: no hash, no entry.
+Where the keys are remembered is the store's business (`common/stores/idempotency.py`): in
+this process's memory by default, bounded by a key count and a byte budget for the failed
+attempts' events; in Redis, shared by every gateway, when `SYNCGATE_REDIS_URL` is set. Here,
+`IdempotencyCache` runs the protocol over either:
+- requests with one key inside this process wait for each other in memory, as above: only
+  the first asks the store;
+- a request whose key another gateway is publishing (the store answers busy) asks the store
+  again every few milliseconds, up to the publish deadline: then it answers with that outcome
+  (the id, replayed; or a 503 if that publish failed), or a 503 if it is still not settled.
+  A gateway that died holding the key holds it only until its lease runs out; the request
+  that takes it over then publishes the event the dead one recorded, never a new one;
+- a store that does not answer (Redis down) makes the request a 503 `store_unavailable` before
+  anything is published. If it stops answering after the broker confirmed, the answer is the
+  202: the event was recorded before the publish, so a retry once the claim's lease has run
+  out publishes that same event again (consumers dedupe it); one before that is a 503.
+
+A request without a key only builds and publishes: no hash, no store, no Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import re
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
 from pydantic import JsonValue
 
-from gateway.errors import IdempotencyKeyReused, InvalidIdempotencyKey
+from common.stores import errors as store_errors
+from common.stores.idempotency import (
+    Busy,
+    Claim,
+    Confirmed,
+    Failed,
+    FingerprintMismatch,
+    IdempotencyStore,
+    Scope,
+)
+from gateway.errors import (
+    BrokerUnavailable,
+    IdempotencyKeyReused,
+    InvalidIdempotencyKey,
+    StoreUnavailable,
+)
 from schemas.events import ConfluenceAppSync
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 # Printable ASCII (space to tilde); the header parser strips surrounding spaces already.
 _VALID_KEY = re.compile(rf"[\x20-\x7e]{{1,{MAX_KEY_LENGTH}}}")
 
-Scope = tuple[str, str]
-"""(user id, idempotency key): one user's key never answers for another user."""
+# How often a request whose key another gateway holds asks the store again: from the first
+# pause, doubling up to the longest (a publish takes a few milliseconds; a stuck one, seconds).
+FIRST_POLL = 0.005
+LONGEST_POLL = 0.05
 
 
 def idempotency_key(request: web.Request) -> str | None:
@@ -90,34 +118,11 @@ class Outcome:
     """True when an earlier request with the same key published the event, not this one."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Confirmed:
-    fingerprint: bytes
-    event_id: str
-    expires_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class _Attempted:
-    """A publish that failed: the broker may hold the event anyway, so it is sent again as is."""
-
-    fingerprint: bytes
-    encoded: bytes
-    """The event as published: compact, and what the retry publishes again."""
-    expires_at: float
-
-    @property
-    def event(self) -> ConfluenceAppSync:
-        return ConfluenceAppSync.model_validate_json(self.encoded)
-
-
-_Entry = _Confirmed | _Attempted
-
-
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _InFlight:
     fingerprint: bytes
-    event_id: asyncio.Future[str]
+    event_id: asyncio.Future[str] | None = None
+    """Made by the first request that waits: most publishes have no one waiting."""
 
 
 def _check_same_body(first: bytes, this: bytes) -> None:
@@ -127,31 +132,22 @@ def _check_same_body(first: bytes, this: bytes) -> None:
         )
 
 
+def _reused() -> IdempotencyKeyReused:
+    return IdempotencyKeyReused(
+        f"this {HEADER} was first sent with another body; a new request needs a new key"
+    )
+
+
 class IdempotencyCache:
-    def __init__(
-        self,
-        *,
-        window: float,
-        max_keys: int,
-        max_attempt_bytes: int,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._window = window
-        self._max_keys = max_keys
-        self._max_attempt_bytes = max_attempt_bytes
-        self._attempt_bytes = 0
-        self._clock = clock
-        self._entries: OrderedDict[Scope, _Entry] = OrderedDict()
+    """`run_once` over an idempotency store; see the module docstring."""
+
+    def __init__(self, store: IdempotencyStore, *, wait_limit: float, retry_after: int) -> None:
+        """`wait_limit`: how long a request waits for another gateway's publish of its key
+        (the publish deadline); `retry_after`: the Retry-After of the 503s said here."""
+        self.store = store
+        self._wait_limit = wait_limit
+        self._retry_after = retry_after
         self._in_flight: dict[Scope, _InFlight] = {}
-
-    def __len__(self) -> int:
-        """Keys remembered: confirmed ones and failed attempts alike."""
-        return len(self._entries)
-
-    @property
-    def attempt_bytes(self) -> int:
-        """What the failed attempts kept for their retries hold, in encoded bytes."""
-        return self._attempt_bytes
 
     async def run_once(
         self,
@@ -178,100 +174,131 @@ class IdempotencyCache:
         fingerprint = body_fingerprint(data)
         while (pending := self._in_flight.get(scope)) is not None:
             _check_same_body(pending.fingerprint, fingerprint)
+            if pending.event_id is None:
+                pending.event_id = asyncio.get_running_loop().create_future()
+            first = pending.event_id
             # asyncio.wait raises only if this request itself is cancelled, never with the
             # first request's error, which is read from the future below.
-            await asyncio.wait([pending.event_id])
-            if pending.event_id.cancelled():
+            await asyncio.wait([first])
+            if first.cancelled():
                 continue  # the first request was cancelled before an outcome: take over
-            error = pending.event_id.exception()
+            error = first.exception()
             if error is not None:
                 raise error
-            return Outcome(pending.event_id.result(), replayed=True)
+            return Outcome(first.result(), replayed=True)
 
-        # No await from here until the publish is registered as in flight: no one can slip in.
-        entry = self._lookup(scope)
-        if entry is not None:
-            _check_same_body(entry.fingerprint, fingerprint)
-            if isinstance(entry, _Confirmed):
-                return Outcome(entry.event_id, replayed=True)
-        attempt = entry.event if entry is not None else None
-        return await self._publish(scope, fingerprint, attempt, build, publish)
-
-    async def _publish(
-        self,
-        scope: Scope,
-        fingerprint: bytes,
-        attempt: ConfluenceAppSync | None,
-        build: Callable[[], ConfluenceAppSync],
-        publish: Callable[[ConfluenceAppSync], Awaitable[None]],
-    ) -> Outcome:
-        """Publish `attempt` again, or a new event; remember the event whatever happens."""
-        pending = _InFlight(fingerprint, asyncio.get_running_loop().create_future())
+        # No await from here until this request is registered as in flight: no other request
+        # in this process can slip in, and none asks the store while this one does.
+        pending = _InFlight(fingerprint)
         self._in_flight[scope] = pending
-        event = attempt
         try:
-            if event is None:
-                event = build()
-            await publish(event)
+            outcome = await self._publish_once(scope, fingerprint, build, publish)
         except BaseException as exc:
-            if event is not None:
-                # Not confirmed is not "not stored" (a lost confirm, a cancelled wait): the
-                # next request with this key sends this same event, never a new id.
-                encoded = event.model_dump_json().encode()
-                self._remember(scope, _Attempted(fingerprint, encoded, self._expires_at()))
-            if isinstance(exc, Exception):
-                pending.event_id.set_exception(exc)
-                pending.event_id.exception()  # retrieved: no "never retrieved" noise
-            else:
-                pending.event_id.cancel()
+            if pending.event_id is not None:
+                if isinstance(exc, Exception):
+                    pending.event_id.set_exception(exc)
+                    pending.event_id.exception()  # retrieved: no "never retrieved" noise
+                else:
+                    pending.event_id.cancel()
             raise
         finally:
             del self._in_flight[scope]
+        if pending.event_id is not None:
+            pending.event_id.set_result(outcome.event_id)
+        return outcome
+
+    async def _publish_once(
+        self,
+        scope: Scope,
+        fingerprint: bytes,
+        build: Callable[[], ConfluenceAppSync],
+        publish: Callable[[ConfluenceAppSync], Awaitable[None]],
+    ) -> Outcome:
+        """Publish the key's attempt again, or a new event; tell the store whatever happens."""
+        try:
+            claim = await self.store.claim(scope, fingerprint)
+        except FingerprintMismatch:
+            raise _reused() from None
+        except store_errors.StoreUnavailable:
+            raise self._unavailable() from None
+        if isinstance(claim, Busy):
+            claim = await self._wait_for_other(scope, fingerprint)
+        if isinstance(claim, Confirmed):
+            return Outcome(claim.outcome, replayed=True)
+        encoded = claim.attempt
+        if encoded is not None:
+            event = ConfluenceAppSync.model_validate_json(encoded)
+        else:
+            event = build()
+            if claim.token is not None:
+                # A store shared with other gateways keeps the event before it is published:
+                # if this gateway dies mid-publish, the one that takes the key over sends it.
+                encoded = event.model_dump_json().encode()
+                if not await self._ask(self.store.record(claim, encoded)):
+                    raise BrokerUnavailable(
+                        f"another gateway took this {HEADER} over; retry",
+                        retry_after=self._retry_after,
+                    )
+        try:
+            await publish(event)
+        except BaseException:
+            # Not confirmed is not "not stored" (a lost confirm, a cancelled wait): the next
+            # request with this key sends this same event, never a new id.
+            if encoded is None:
+                encoded = event.model_dump_json().encode()
+            # A store that does not answer logged it; the claim's lease then runs out, and the
+            # event recorded before the publish is what the next request sends.
+            with contextlib.suppress(store_errors.StoreUnavailable):
+                await self.store.fail(claim, encoded)
+            raise
         event_id = str(event.id)
-        # Only the id: the event itself is never needed again once the broker has it.
-        self._remember(scope, _Confirmed(fingerprint, event_id, self._expires_at()))
-        pending.event_id.set_result(event_id)
+        try:
+            await self.store.confirm(claim, event_id)
+        except store_errors.StoreUnavailable:
+            # The broker has the event: the answer is its 202. The key stays held with this
+            # event recorded, so once its lease runs out a retry publishes it again, same id.
+            log.warning("could not record the confirm of an %s; a retry republishes it", HEADER)
         return Outcome(event_id, replayed=False)
 
-    def _expires_at(self) -> float:
-        return self._clock() + self._window
+    async def _wait_for_other(self, scope: Scope, fingerprint: bytes) -> Claim | Confirmed:
+        """Another gateway is publishing this key: wait for its outcome, as a request waits
+        for one in this process, up to the publish deadline."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_limit
+        pause = FIRST_POLL
+        while (left := deadline - loop.time()) > 0:
+            await asyncio.sleep(min(pause, left))
+            pause = min(2 * pause, LONGEST_POLL)
+            state = await self._ask(self.store.peek(scope, fingerprint))
+            if isinstance(state, Confirmed):
+                return state
+            if isinstance(state, Failed):
+                raise BrokerUnavailable(
+                    f"the request this one waited for, with the same {HEADER}, was not "
+                    "confirmed; retry",
+                    retry_after=self._retry_after,
+                )
+            if state is None:
+                # Its holder's lease ran out (it died?), or the key expired: take it over.
+                claimed = await self._ask(self.store.claim(scope, fingerprint))
+                if not isinstance(claimed, Busy):
+                    return claimed
+        raise BrokerUnavailable(
+            f"another request with this {HEADER} is still being published; retry",
+            retry_after=self._retry_after,
+        )
 
-    def _lookup(self, scope: Scope) -> _Entry | None:
-        entry = self._entries.get(scope)
-        if entry is not None and entry.expires_at <= self._clock():
-            self._forget(scope)
-            return None
-        return entry
+    async def _ask(self, call: Awaitable[T]) -> T:
+        """The store's answer; its errors as the gateway's."""
+        try:
+            return await call
+        except FingerprintMismatch:
+            raise _reused() from None
+        except store_errors.StoreUnavailable:
+            raise self._unavailable() from None
 
-    def _remember(self, scope: Scope, entry: _Entry) -> None:
-        # Removed first, so a replaced entry (an attempt now confirmed, or failed again) moves
-        # to the end and the map stays in expiry order.
-        self._forget(scope)
-        self._drop_expired(self._clock())
-        self._entries[scope] = entry
-        if isinstance(entry, _Attempted):
-            self._attempt_bytes += len(entry.encoded)
-            self._drop_oldest_attempts()
-        while len(self._entries) > self._max_keys:
-            self._forget(next(iter(self._entries)))
-
-    def _forget(self, scope: Scope) -> None:
-        entry = self._entries.pop(scope, None)
-        if isinstance(entry, _Attempted):
-            self._attempt_bytes -= len(entry.encoded)
-
-    def _drop_oldest_attempts(self) -> None:
-        # Only on the failure path (an outage), so a scan from the oldest entry is affordable.
-        if self._attempt_bytes <= self._max_attempt_bytes:
-            return
-        for scope in [s for s, e in self._entries.items() if isinstance(e, _Attempted)]:
-            self._forget(scope)
-            if self._attempt_bytes <= self._max_attempt_bytes:
-                return
-
-    def _drop_expired(self, now: float) -> None:
-        while self._entries:
-            scope, oldest = next(iter(self._entries.items()))
-            if oldest.expires_at > now:
-                return
-            self._forget(scope)
+    def _unavailable(self) -> StoreUnavailable:
+        # The reason is in the store's own log line, not in the client's answer.
+        return StoreUnavailable(
+            f"the store of {HEADER}s is unavailable; retry", retry_after=self._retry_after
+        )

@@ -132,7 +132,9 @@ _SYNC = Operation(
         **_SIGNED_IN,
         **_CSRF,
         503: Answer(
-            "The broker did not confirm in time (or sessions are still loading); retry.",
+            "The broker did not confirm in time (`broker_unavailable`), the store of "
+            "Idempotency-Keys did not answer (`store_unavailable`, only with a key), or "
+            "sessions are still loading; retry.",
             headers=("Retry-After",),
         ),
         **_ANY,
@@ -154,6 +156,10 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             401: Answer("Wrong email or password."),
             **_CSRF,
             429: Answer("Too many failed logins; wait.", headers=("Retry-After",)),
+            503: Answer(
+                "The store of login limits did not answer (`store_unavailable`); retry.",
+                headers=("Retry-After",),
+            ),
             **_ANY,
         },
     ),

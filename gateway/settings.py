@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography.fernet import Fernet
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from common.logs import LogFormat
+from common.stores.backends import RedisOptions
+from common.stores.login_failures import LockoutPolicy
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
 from common.topology import EventsTopology
@@ -33,7 +35,11 @@ def parse_session_keys(raw: str) -> list[str]:
 
 
 class GatewaySettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SYNCGATE_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a ValidationError never quotes a value (a session key, a URL with
+    # its password), wherever it is printed or logged.
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "syncgate.events"
@@ -80,6 +86,21 @@ class GatewaySettings(BaseSettings):
     login_max_failures_per_address: int = Field(default=20, ge=1)
     login_lockout_base: int = Field(default=30, ge=1)
     login_lockout_max: int = Field(default=15 * 60, ge=1)
+    # A key's count (and so its escalation) lasts until a success, or until this long passes
+    # with no failure: at least the longest lockout, or a patient guesser gets a fresh budget
+    # after every one.
+    login_quiet_period: int = Field(default=24 * 60 * 60, ge=1)
+
+    # Redis, for what every gateway must share: Idempotency-Keys and login-failure counts. Unset,
+    # they live in this process's memory. A secret: the URL may carry a password.
+    redis_url: SecretStr | None = None
+    # Prepended to every key this gateway writes, so deployments (or tests) can share a Redis.
+    redis_prefix: str = "syncgate:"
+    # The bound on each Redis call (the wait for a connection included): then 503.
+    redis_timeout: float = Field(default=0.5, gt=0)
+    # Per store and gateway process. A call holds a connection for well under a millisecond, so
+    # a few serve thousands of requests a second; a burst waits for one (within the timeout).
+    redis_max_connections: int = Field(default=16, ge=1)
 
     log_format: LogFormat = "json"
     log_level: str = "INFO"
@@ -89,6 +110,57 @@ class GatewaySettings(BaseSettings):
     def _valid_session_keys(cls, value: SecretStr) -> SecretStr:
         parse_session_keys(value.get_secret_value())
         return value
+
+    @field_validator("login_quiet_period")
+    @classmethod
+    def _quiet_outlasts_lockouts(cls, value: int, info: ValidationInfo) -> int:
+        longest = info.data.get("login_lockout_max")
+        if longest is not None and value < longest:
+            raise ValueError(
+                f"must be at least SYNCGATE_LOGIN_LOCKOUT_MAX ({longest} s), or a count would "
+                "start over after the longest lockout"
+            )
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None  # an empty value, as compose passes an unset variable, is no Redis
+        # The message never quotes the value: it may carry a password.
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @property
+    def redis(self) -> RedisOptions | None:
+        """Where the shared stores live; None: in this process's memory."""
+        if self.redis_url is None:
+            return None
+        return RedisOptions(
+            url=self.redis_url,
+            prefix=self.redis_prefix,
+            timeout=self.redis_timeout,
+            max_connections=self.redis_max_connections,
+        )
+
+    @property
+    def account_lockout(self) -> LockoutPolicy:
+        return LockoutPolicy(
+            max_failures=self.login_max_failures,
+            base=self.login_lockout_base,
+            cap=self.login_lockout_max,
+            quiet=self.login_quiet_period,
+        )
+
+    @property
+    def address_lockout(self) -> LockoutPolicy:
+        return LockoutPolicy(
+            max_failures=self.login_max_failures_per_address,
+            base=self.login_lockout_base,
+            cap=self.login_lockout_max,
+            quiet=self.login_quiet_period,
+        )
 
     @cached_property
     def fernet_keys(self) -> list[str]:

@@ -82,13 +82,13 @@ async def sync(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body: LoginRequest = await _body(request, LoginRequest)
     limits, address = request.app[LOGIN_LIMITS], request.remote or "unknown"
-    limits.check(body.email, address)
+    await limits.check(body.email, address)
     # scrypt takes tens of milliseconds on purpose; keep it off the event loop.
     record = await asyncio.to_thread(request.app[USERS].authenticate, body.email, body.password)
     if record is None:
-        limits.failed(body.email, address)
+        await limits.failed(body.email, address)
         raise InvalidCredentials("the email or password is wrong")
-    limits.succeeded(body.email)
+    await limits.succeeded(body.email)
     signed_in = await start_session(request, record.public)
     token = csrf_token(request.app[SETTINGS].fernet_keys, signed_in.session_id)
     return json_response({"user": signed_in.user.model_dump(mode="json"), "csrfToken": token})

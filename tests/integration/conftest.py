@@ -19,6 +19,7 @@ import pytest
 
 from tests.support.cluster import START_LIMIT, STOP_LIMIT, Cluster
 from tests.support.postgres import fresh_database
+from tests.support.redis import REDIS_URL, delete_prefix, unique_prefix
 
 START_BUDGET = START_LIMIT
 STOP_BUDGET = STOP_LIMIT
@@ -91,3 +92,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return
     _extend_timeout(first, START_BUDGET)
     _extend_timeout(items[-1], STOP_BUDGET)
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of this test's own on the machine's Redis; every key under it is deleted
+    after the test, whichever gateway or store wrote it."""
+    prefix = unique_prefix()
+    yield prefix
+    await delete_prefix(REDIS_URL, prefix)

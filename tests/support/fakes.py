@@ -3,6 +3,7 @@ revocation stream: the same parameters production fills (gateway/bootstrap.py)."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from gateway.errors import BrokerUnavailable
@@ -28,6 +29,34 @@ class FakePublisher:
         if self.fail_with is not None:
             raise self.fail_with
         self.published.append((event, correlation_id))
+
+
+class RecordingPublisher(FakePublisher):
+    """Records every event it is asked to publish, the ones that then fail too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempted: list[ConfluenceAppSync] = []
+
+    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+        self.attempted.append(event)
+        await super().publish(event, correlation_id=correlation_id)
+
+
+class GatedPublisher(RecordingPublisher):
+    """Holds every publish until `gate` opens, so a test can overlap two requests."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = 0
+        self.first_entered = asyncio.Event()
+
+    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+        self.entered += 1
+        self.first_entered.set()
+        await self.gate.wait()
+        await super().publish(event, correlation_id=correlation_id)
 
 
 class LocalRevocations:

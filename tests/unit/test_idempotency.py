@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 from pydantic import JsonValue
 
+from common.stores.idempotency_memory import MemoryIdempotencyStore
 from gateway import idempotency
 from gateway.errors import BrokerUnavailable, IdempotencyKeyReused
 from gateway.idempotency import IdempotencyCache, Outcome
@@ -20,38 +21,10 @@ from gateway.settings import GatewaySettings
 from schemas.events import AppSettings, ConfluenceAppSync, EventUser
 from tests.conftest import AiohttpClient, login
 from tests.support.app import gateway_app
-from tests.support.fakes import FakePublisher
+from tests.support.fakes import FakePublisher, GatedPublisher, RecordingPublisher
 
 Client = TestClient[web.Request, web.Application]
 MiB = 1024 * 1024
-
-
-class RecordingPublisher(FakePublisher):
-    """Records every event it is asked to publish, the ones that then fail too."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempted: list[ConfluenceAppSync] = []
-
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
-        self.attempted.append(event)
-        await super().publish(event, correlation_id=correlation_id)
-
-
-class GatedPublisher(RecordingPublisher):
-    """Holds every publish until `gate` opens, so a test can overlap two requests."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = asyncio.Event()
-        self.entered = 0
-        self.first_entered = asyncio.Event()
-
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
-        self.entered += 1
-        self.first_entered.set()
-        await self.gate.wait()
-        await super().publish(event, correlation_id=correlation_id)
 
 
 async def signed_in_client(
@@ -321,13 +294,19 @@ class FakeBroker:
 def new_cache(
     clock: FakeClock | None = None, *, max_keys: int = 10, max_attempt_bytes: int = MiB
 ) -> IdempotencyCache:
-    """A cache with a 60 s window on a fake clock."""
-    return IdempotencyCache(
+    """A cache over the memory store with a 60 s window on a fake clock."""
+    store = MemoryIdempotencyStore(
         window=60,
         max_keys=max_keys,
         max_attempt_bytes=max_attempt_bytes,
         clock=clock if clock is not None else FakeClock(),
     )
+    return IdempotencyCache(store, wait_limit=5, retry_after=1)
+
+
+def store_of(cache: IdempotencyCache) -> MemoryIdempotencyStore:
+    assert isinstance(cache.store, MemoryIdempotencyStore)
+    return cache.store
 
 
 async def test_a_key_expires_after_the_window() -> None:
@@ -388,7 +367,7 @@ async def test_failed_attempts_count_towards_the_bound_and_the_oldest_goes_first
     for key in ("b", "c", "d"):
         clock.now += 1
         await broker.run(cache, key)
-    assert len(cache) == 3
+    assert len(store_of(cache)) == 3
     # "a" was dropped: its retry builds a new event.
     assert await broker.run(cache, "a") == Outcome(broker.ids()[4], replayed=False)
 
@@ -403,14 +382,14 @@ async def test_failed_attempts_have_a_byte_budget_and_the_oldest_attempt_goes_fi
     broker.fail = True
     for key in ("a", "b", "c"):
         await broker.fails(cache, key)
-    assert cache.attempt_bytes <= 2 * one_event + 10
+    assert store_of(cache).attempt_bytes <= 2 * one_event + 10
     broker.fail = False
     # "a" was the oldest attempt: forgotten, so its retry publishes a new event.
     assert (await broker.run(cache, "a")).event_id == broker.ids()[4]
     # "b" and "c" were kept: their retries publish the events that failed.
     assert (await broker.run(cache, "b")).event_id == broker.ids()[2]
     assert (await broker.run(cache, "c")).event_id == broker.ids()[3]
-    assert cache.attempt_bytes == 0, "a confirmed attempt gives its bytes back"
+    assert store_of(cache).attempt_bytes == 0, "a confirmed attempt gives its bytes back"
     assert await broker.run(cache, "confirmed") == Outcome(confirmed.event_id, replayed=True)
 
 
@@ -454,7 +433,7 @@ async def test_the_cache_is_bounded_and_drops_the_oldest_key() -> None:
     for key in ("a", "b", "c", "d"):
         clock.now += 1
         await broker.run(cache, key)
-    assert len(cache) == 3
+    assert len(store_of(cache)) == 3
     assert (await broker.run(cache, "d")).replayed
     assert not (await broker.run(cache, "a")).replayed  # "a" was dropped
     assert len(broker.attempted) == 5
@@ -470,7 +449,7 @@ async def test_expired_keys_are_dropped_when_new_ones_arrive() -> None:
     broker.fail = False
     clock.now += 61
     await broker.run(cache, "c")
-    assert len(cache) == 1
+    assert len(store_of(cache)) == 1
 
 
 async def test_without_a_key_nothing_is_hashed_or_remembered(
@@ -487,7 +466,7 @@ async def test_without_a_key_nothing_is_hashed_or_remembered(
     broker.fail = True
     with pytest.raises(BrokerUnavailable):
         await broker.run(cache, None)
-    assert len(cache) == 0
+    assert len(store_of(cache)) == 0
     assert len(set(broker.ids())) == 3
 
 
