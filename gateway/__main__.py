@@ -31,7 +31,7 @@ def main() -> None:
         print=None,
         # uvloop: in an interleaved A/B against asyncio's own loop (`python -m bench.ab`, 10
         # pairs at c=64, 2026-12-03; README "Benchmarks") it used less gateway CPU per request
-        # in 7 of the 10 pairs (medians 714 against 823 µs).
+        # in 7 of the 10 pairs (medians 714 against 822 µs).
         loop=uvloop.new_event_loop(),
     )
 
