@@ -306,6 +306,13 @@ async def measure(setup: Setup, stores: Stores, *, plan: ScalePlan, round_no: in
     )
 
 
+async def idle_broker_cpu(brokers: Sequence[psutil.Process | None], seconds: float = 2.0) -> float:
+    """CPU seconds per second the broker VMs use while this run offers no load."""
+    before = sum(process_cpu(b) for b in brokers)
+    await asyncio.sleep(seconds)
+    return (sum(process_cpu(b) for b in brokers) - before) / seconds
+
+
 @contextlib.asynccontextmanager
 async def _connections() -> AsyncIterator[list[AbstractConnection]]:
     opened: list[AbstractConnection] = []
@@ -390,6 +397,13 @@ async def run_scale(plan: ScalePlan) -> list[ScaleRow]:
                 )
                 setup.database, setup.redis = database, redis
                 setups.append(setup)
+            for setup in setups:
+                idle = await idle_broker_cpu(setup.brokers)
+                print(
+                    f"[bench] scale: {setup.label}'s broker VM(s) use {idle * 1000:.0f} ms of CPU "
+                    "per second with no load of this run (the standard broker's includes other "
+                    "users' work); part of the broker column"
+                )
             loadgen = "wrk" if plan.use_wrk else "the Python load generator"
             print(
                 f"[bench] scale: {plan.rounds} round(s) of {plan.duration:g}s at "
