@@ -64,6 +64,33 @@ def test_quick_mode_prints_a_row_for_every_system() -> None:
     assert int(cleaned.group(1)) > 0
 
 
+@pytest.mark.integration
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_scale_mode_prints_a_row_per_setup_and_the_stores_cost() -> None:
+    """--scale --quick: SQLite + memory and PostgreSQL + Redis always; the cluster's setup
+    when the cluster answers, else a line that says it was left out."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--scale", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for setup in ("1gw+1c sqlite", "1gw+1c pg+redis"):
+        row = re.search(rf"^{re.escape(setup)}\s+([\d,]+)\s", out, re.MULTILINE)
+        assert row is not None, f"no row for {setup}:\n{out}"
+        assert int(row.group(1).replace(",", "")) > 0, f"{setup} served nothing:\n{out}"
+    assert re.search(r"^the shared stores cost -?[\d,]+ µs of CPU per event", out, re.MULTILINE)
+    assert ("2gw+2c cluster ÷" in out) != ("the 2gw+2c setup is left out" in out), out
+    prefix = re.search(r"names (bench\.[0-9a-f]+)\.\*", out)
+    assert prefix is not None
+    assert _broker_names_starting_with(prefix.group(1)) == []
+
+
 def _broker_names_starting_with(prefix: str) -> list[str]:
     auth = base64.b64encode(b"guest:guest").decode()
     names = []
