@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 from aiohttp import web
@@ -10,6 +11,20 @@ from aiohttp.typedefs import Handler
 from gateway.routing import add_get
 
 STATIC_DIR = Path(__file__).parent / "static"
+
+
+def _swagger_ui_dir() -> Path:
+    """Swagger UI's files as the swagger-ui-py package ships them, found without importing it
+    (its __init__ pulls in handlers for other frameworks)."""
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the swagger-ui-py package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "static"
+
+
+# GET /docs draws the OpenAPI document with these, and nothing else of the package is served.
+SWAGGER_UI_DIR = _swagger_ui_dir()
+SWAGGER_UI_FILES = frozenset({"swagger-ui-bundle.js", "swagger-ui.css"})
 
 # Everything the page loads comes from the gateway itself: no inline script, no CDN.
 _CONTENT_SECURITY_POLICY = (
@@ -29,13 +44,20 @@ async def index(request: web.Request) -> web.FileResponse:
     )
 
 
-def static_files(directory: Path) -> Handler:
-    """The files directly in `directory`, by name; anything else is a 404 in the error shape.
+def static_files(directory: Path, *, only: frozenset[str] | None = None) -> Handler:
+    """The files directly in `directory` (or those of them named in `only`), by name;
+    anything else is a 404 in the error shape.
 
     Not add_static: its FileResponse answers a missing file with an empty 404 of its own,
     after the error middleware has already let the response through.
     """
-    files = {path.name: path for path in directory.iterdir() if path.is_file()}
+    files = {
+        path.name: path
+        for path in directory.iterdir()
+        if path.is_file() and (only is None or path.name in only)
+    }
+    if only is not None and (missing := only - files.keys()):
+        raise RuntimeError(f"{directory} lacks {sorted(missing)}")
 
     async def view(request: web.Request) -> web.FileResponse:
         path = files.get(request.match_info["filename"])
