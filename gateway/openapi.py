@@ -241,6 +241,20 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
     ("GET", "/docs"): Operation(
         summary="This document, for people: Swagger UI", tag="pages", answers={200: _HTML, **_ANY}
     ),
+    ("GET", "/asyncapi"): Operation(
+        summary="The AsyncAPI document of the events, for people",
+        tag="pages",
+        answers={200: _HTML, **_ANY},
+    ),
+    ("GET", "/asyncapi/assets/{filename}"): Operation(
+        summary="The AsyncAPI viewer's own files (@asyncapi/react-component)",
+        tag="pages",
+        answers={
+            200: Answer("The file.", None, "*/*"),
+            404: Answer("No such file."),
+            **_ANY,
+        },
+    ),
     ("GET", "/docs/assets/{filename}"): Operation(
         summary="Swagger UI's own files, from the swagger-ui-py package",
         tag="pages",

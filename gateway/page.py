@@ -68,6 +68,33 @@ def static_files(directory: Path, *, only: frozenset[str] | None = None) -> Hand
     return view
 
 
+# The AsyncAPI React component's standalone bundle and stylesheet, committed as fetched from
+# the npm registry by scripts/vendor-asyncapi-viewer.sh (gateway/viewer/VERSION says which).
+VIEWER_DIR = Path(__file__).parent / "viewer"
+VIEWER_FILES = frozenset({"asyncapi-standalone.js", "asyncapi.css"})
+# The bundle carries the AsyncAPI parser, whose schema validators (Ajv) compile to code with
+# `new Function`: this page alone allows that ('unsafe-eval'); it runs no request of its own
+# but the GET of /asyncapi.json, and nothing it evaluates comes from a client.
+_VIEWER_CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; font-src 'self' data:; frame-ancestors 'none'; "
+    "base-uri 'none'; form-action 'none'"
+)
+
+
+async def asyncapi_viewer(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(
+        STATIC_DIR / "asyncapi.html",
+        headers={
+            "Content-Security-Policy": _VIEWER_CONTENT_SECURITY_POLICY,
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        },
+    )
+
+
 def setup_page(app: web.Application) -> None:
     add_get(app, "/", index)
     add_get(app, "/static/{filename}", static_files(STATIC_DIR))
+    add_get(app, "/asyncapi", asyncapi_viewer)
+    add_get(app, "/asyncapi/assets/{filename}", static_files(VIEWER_DIR, only=VIEWER_FILES))
