@@ -305,6 +305,9 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         answers={200: Answer("The text exposition format.", None, "text/plain"), **_ANY},
     ),
     ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_ANY}),
+    ("GET", "/operator"): Operation(
+        summary="The operators' DLQ page", tag="pages", answers={200: _HTML, **_ANY}
+    ),
     ("GET", "/static/{filename}"): Operation(
         summary="The web page's files",
         tag="pages",
