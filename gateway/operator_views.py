@@ -50,10 +50,13 @@ class _Request(BaseModel):
 
 
 class ReplayRequest(_Request):
-    """`eventIds` (one or a selection) or `all: true`, not both."""
+    """`eventIds` (one or a selection) or `all: true`, not both. With `all`, `limit` replays
+    at most that many from the head: the page replays a long queue in such steps, counting
+    them against the total it read at the start, and shows the progress."""
 
     eventIds: tuple[str, ...] = Field(default=(), max_length=MAX_SELECTION)
     all: bool = False
+    limit: int | None = Field(default=None, ge=1, le=10_000)
 
 
 class DiscardRequest(_Request):
@@ -208,12 +211,16 @@ async def replay(request: web.Request) -> web.Response:
     )
     if wanted.all == bool(wanted.eventIds):
         raise ValidationFailed("give eventIds (one or more) or all: true, not both")
+    if wanted.limit is not None and not wanted.all:
+        raise ValidationFailed("limit goes with all: true")
     results: list[dict[str, Any]] = []
     try:
         async with request.app[OPERATOR_QUEUES].open(which) as queue:
             if wanted.all:
                 # The count at the start: a replayed event that fails again lands behind.
-                async for event_id, error in _replay_all(queue, await queue.count()):
+                count = await queue.count()
+                limit = count if wanted.limit is None else min(count, wanted.limit)
+                async for event_id, error in _replay_all(queue, limit):
                     results.append(
                         _audit(request, signed_in, "replay", queue.name, event_id, error)
                     )

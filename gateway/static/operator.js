@@ -156,6 +156,43 @@ async function replay(body, what) {
   }
 }
 
+// A long queue is replayed in steps, with progress; the total is the count at the start,
+// so an event that fails again and lands behind the others is not replayed in a loop.
+const REPLAY_STEP = 25;
+
+async function replayAll() {
+  const buttons = ["replay-selected", "replay-all"];
+  for (const id of buttons) $(id).disabled = true;
+  try {
+    const first = await call("GET", `/api/operator/queues/${queue}?page=1`);
+    if (!first.ok) return say(await describeFailure(first));
+    const total = (await first.json()).count;
+    let done = 0;
+    let failed = 0;
+    const failures = [];
+    while (done + failed < total) {
+      $("progress").textContent = `Replaying: ${done} of ${total} done…`;
+      const limit = Math.min(REPLAY_STEP, total - done - failed);
+      const response = await call("POST", `/api/operator/queues/${queue}/replay`, { all: true, limit });
+      if (!response.ok) {
+        say(await describeFailure(response));
+        break;
+      }
+      const result = await response.json();
+      done += result.replayed;
+      failed += result.failed;
+      failures.push(...result.results.filter((r) => r.outcome === "failed").map((r) => r.error));
+      if (result.failed || result.replayed === 0) break; // the head cannot be replayed: stop
+    }
+    $("progress").textContent =
+      `Replayed ${done} of ${total}, failed ${failed}.` + (failures.length ? ` ${failures.join("; ")}` : "");
+    $("detail").hidden = true;
+    await load();
+  } finally {
+    for (const id of buttons) $(id).disabled = false;
+  }
+}
+
 async function discard(event) {
   event.preventDefault();
   const typed = $("discard-confirm").value;
@@ -214,7 +251,7 @@ document.addEventListener("DOMContentLoaded", () => {
     if (!ids.length) return say("Select the events to replay first.");
     replay({ eventIds: ids }, `${ids.length} event(s)`);
   });
-  $("replay-all").addEventListener("click", () => replay({ all: true }, "every event in the queue"));
+  $("replay-all").addEventListener("click", replayAll);
   $("discard-form").addEventListener("submit", discard);
   start();
 });

@@ -159,6 +159,14 @@ async def test_an_operator_reads_discards_and_replays_from_the_page(
     await expect(audit.nth(1)).to_contain_text("discard")
     await page.screenshot(path=ARTIFACTS / "operator-dlq-replayed.png", full_page=True)
 
+    # Replay all: in steps, with progress against the count at the start.
+    await page.click("#replay-all")
+    await expect(page.locator("#progress")).to_contain_text(
+        "Replayed 1 of 1, failed 0", timeout=WAIT_MS
+    )
+    await expect(rows).to_have_count(0)
+    await expect(audit).to_have_count(3)
+
     await page.click("#show-unrouted")
     await expect(rows).to_have_count(1, timeout=WAIT_MS)
     await expect(rows.nth(0)).to_contain_text("lost-1")
@@ -167,5 +175,5 @@ async def test_an_operator_reads_discards_and_replays_from_the_page(
     await context.close()
 
     assert errors == []
-    assert await ready_count(f"{names.queue}.dlq") == 1  # evt-0 left
-    assert await ready_count(names.queue) == 1  # evt-2 replayed into the work queue
+    assert await ready_count(f"{names.queue}.dlq") == 0  # evt-1 discarded, the rest replayed
+    assert await ready_count(names.queue) == 2  # evt-2 and evt-0, back in the work queue

@@ -192,8 +192,10 @@ async def test_replay_one_a_selection_and_all_are_audited(
         status, some = await call(client, "POST", replay, {"eventIds": ["evt-1", "nope"]})
         assert (some["replayed"], some["failed"]) == (1, 1)
         assert some["results"][1]["outcome"] == "failed"
+        status, step = await call(client, "POST", replay, {"all": True, "limit": 2})
+        assert (status, step["replayed"]) == (200, 2)  # a step of a long replay
         status, everything = await call(client, "POST", replay, {"all": True})
-        assert everything["replayed"] == 3
+        assert everything["replayed"] == 1
     assert [d.event_id for d in dlq.replayed] == ["evt-3", "evt-1", "evt-0", "evt-2", "evt-4"]
     assert dlq.letters == []
 
@@ -212,6 +214,8 @@ async def test_replay_one_a_selection_and_all_are_audited(
     status, neither = await call(client, "POST", replay, {})
     assert (status, neither["error"]["code"]) == (422, "validation_failed")
     status, _ = await call(client, "POST", replay, {"all": True, "eventIds": ["x"]})
+    assert status == 422
+    status, _ = await call(client, "POST", replay, {"eventIds": ["x"], "limit": 1})
     assert status == 422
 
 
