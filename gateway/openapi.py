@@ -25,14 +25,20 @@ from gateway.csrf import HEADER as CSRF_HEADER
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.keys import SETTINGS
+from gateway.operator_views import DiscardRequest, ReplayRequest
 from gateway.page import STATIC_DIR, SWAGGER_UI_DIR, SWAGGER_UI_FILES, static_files
 from gateway.responses import (
+    AuditTrailBody,
     CsrfTokenResponse,
+    DeadLetterBody,
     ErrorBody,
     Health,
     LoggedOut,
     LoginResponse,
+    OperatorOutcome,
+    QueuePage,
     Readiness,
+    ReplayResult,
     RunStatus,
     SessionResponse,
     SyncAccepted,
@@ -101,6 +107,7 @@ _SIGNED_IN = {
     ),
 }
 _CSRF = {403: Answer("Another site's origin, or no valid X-CSRF-Token.")}
+_OPERATOR = {403: Answer("Signed in without the operator role (or, on a POST, a CSRF failure).")}
 _BODY = {
     400: Answer(
         "Not JSON, bad UTF-8, a charset other than UTF-8, past the JSON limits, or a compressed"
@@ -204,6 +211,80 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_ANY,
         },
     ),
+    ("GET", "/api/operator/queues/{queue}"): Operation(
+        summary="A page of the DLQ (`dlq`) or the unrouted queue (`unrouted`), oldest first",
+        description="Operators only. `?page=N` (50 a page); reads at most"
+        " SYNCGATE_DLQ_READ_DEPTH messages from the head and hands them all back.",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The page.", QueuePage),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue here, or it does not exist on the broker."),
+            422: Answer("page is not a whole number from 1."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("GET", "/api/operator/queues/{queue}/events/{event_id}"): Operation(
+        summary="One dead-lettered event with its body",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The event and its body.", DeadLetterBody),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue, or no such event within the read depth."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("POST", "/api/operator/queues/{queue}/replay"): Operation(
+        summary="Replay one event, a selection, or all of them",
+        description="Each copy is confirmed by the broker before the event leaves the queue;"
+        " `all` replays the count at the start, never in a loop. Every event is audited.",
+        auth="session+csrf",
+        body=ReplayRequest,
+        body_required=True,
+        tag="operator",
+        answers={
+            200: Answer("What was replayed and what stayed, per event.", ReplayResult),
+            **_BODY,
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue here."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("POST", "/api/operator/queues/{queue}/discard"): Operation(
+        summary="Remove one event for good, after its id is typed again in `confirm`",
+        auth="session+csrf",
+        body=DiscardRequest,
+        body_required=True,
+        tag="operator",
+        answers={
+            200: Answer("Discarded (and audited).", OperatorOutcome),
+            **_BODY,
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue, or no such event in it."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("GET", "/api/operator/audit"): Operation(
+        summary="The audit trail of replays and discards, newest first",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The entries this gateway process keeps.", AuditTrailBody),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            **_ANY,
+        },
+    ),
     ("GET", "/healthz"): Operation(
         summary="The process is up",
         tag="operations",
@@ -224,6 +305,9 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         answers={200: Answer("The text exposition format.", None, "text/plain"), **_ANY},
     ),
     ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_ANY}),
+    ("GET", "/operator"): Operation(
+        summary="The operators' DLQ page", tag="pages", answers={200: _HTML, **_ANY}
+    ),
     ("GET", "/static/{filename}"): Operation(
         summary="The web page's files",
         tag="pages",

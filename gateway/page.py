@@ -34,8 +34,18 @@ _CONTENT_SECURITY_POLICY = (
 
 
 async def index(request: web.Request) -> web.FileResponse:
+    return _page("index.html")
+
+
+async def operator_page(request: web.Request) -> web.FileResponse:
+    """The operators' DLQ page. The HTML is public like the sign-in page; every answer it
+    shows comes from /api/operator/*, which checks the role (gateway/operator_views.py)."""
+    return _page("operator.html")
+
+
+def _page(name: str) -> web.FileResponse:
     return web.FileResponse(
-        STATIC_DIR / "index.html",
+        STATIC_DIR / name,
         headers={
             "Content-Security-Policy": _CONTENT_SECURITY_POLICY,
             "X-Content-Type-Options": "nosniff",
@@ -95,6 +105,7 @@ async def asyncapi_viewer(request: web.Request) -> web.FileResponse:
 
 def setup_page(app: web.Application) -> None:
     add_get(app, "/", index)
+    add_get(app, "/operator", operator_page)
     add_get(app, "/static/{filename}", static_files(STATIC_DIR))
     add_get(app, "/asyncapi", asyncapi_viewer)
     add_get(app, "/asyncapi/assets/{filename}", static_files(VIEWER_DIR, only=VIEWER_FILES))

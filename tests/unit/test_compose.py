@@ -59,7 +59,7 @@ def test_the_stack_is_a_broker_a_gateway_and_a_consumer(compose: dict[str, Any])
 
 def test_the_broker_has_the_management_ui_on_standard_ports(compose: dict[str, Any]) -> None:
     rabbitmq = services(compose)["rabbitmq"]
-    assert rabbitmq["image"] == "rabbitmq:3-management"
+    assert rabbitmq["image"] == "rabbitmq:4.3-management"
     published = {port.rsplit(":", 1)[-1]: port for port in rabbitmq["ports"]}
     assert published.keys() == {"5672", "15672"}
     # Standard host ports, on loopback only: the broker's password is public.
