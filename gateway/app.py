@@ -30,13 +30,14 @@ from gateway.keys import (
 from gateway.lifecycle import cleanup_ctx
 from gateway.login_limits import LoginLimits
 from gateway.metrics import GatewayMetrics, metrics_middleware, metrics_view
-from gateway.middlewares import error_middleware, request_id_middleware
+from gateway.middlewares import error_middleware, request_id_middleware, tracing_middleware
 from gateway.openapi import setup_openapi
 from gateway.page import setup_page
 from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
 from gateway.routing import add_get, seal
 from gateway.runs_view import routes as runs_routes
+from gateway.schema_files import setup_schemas
 from gateway.server_log import install_client_fault_filter
 from gateway.sessions import session_storage
 from gateway.settings import GatewaySettings
@@ -91,6 +92,8 @@ def create_app(
         [
             # Counts every request by its final status, the 500s request_id_middleware makes too.
             metrics_middleware(metrics),
+            # The server span, around all the rest: the request's log line is in it.
+            tracing_middleware,
             request_id_middleware,
             session_middleware(session_storage(app)),
             error_middleware,
@@ -113,6 +116,7 @@ def create_app(
     app.add_routes(runs_routes)
     add_get(app, "/metrics", metrics_view(metrics))
     setup_page(app)
+    setup_schemas(app)
     # It documents the routes above (each needs its entry in gateway/openapi.py).
     setup_openapi(app)
     # Last: the route for every request no route above matches.

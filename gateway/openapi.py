@@ -233,6 +233,20 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_ANY,
         },
     ),
+    ("GET", "/schemas/{file}"): Operation(
+        summary="The JSON Schema of a registered event",
+        description=(
+            "Each message's `cloudEvents:dataschema` header points here when "
+            "SYNCGATE_PUBLIC_BASE_URL is set. Only the registered files are served, e.g. "
+            "`confluence.app.sync.v1.schema.json`."
+        ),
+        tag="events",
+        answers={
+            200: Answer("The schema (JSON Schema 2020-12).", None, "application/schema+json"),
+            404: Answer("No registered schema has this name."),
+            **_ANY,
+        },
+    ),
     ("GET", "/openapi.json"): Operation(
         summary="This document",
         tag="pages",
