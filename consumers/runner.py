@@ -205,7 +205,7 @@ class Runner:
                 kind=SpanKind.CONSUMER,
                 attributes={
                     "messaging.system": "rabbitmq",
-                    "messaging.operation.type": "process",
+                    "messaging.operation.name": "process",
                     "messaging.destination.name": self._settings.queue,
                     "messaging.rabbitmq.destination.routing_key": message.routing_key or "",
                     "messaging.message.id": message.message_id or "",

@@ -67,7 +67,9 @@ async def tracing_middleware(request: web.Request, handler: Handler) -> web.Stre
     matched."""
     route = None if is_unmatched(request) else request.match_info.route.resource
     name = request.method if route is None else f"{request.method} {route.canonical}"
-    attributes = {"http.request.method": request.method, "url.path": request.path}
+    # The path is left out: it is the route's but for an id (in /api/runs/{event_id}), or
+    # anything a client sends (where no route matched); the request's log line has it.
+    attributes = {"http.request.method": request.method}
     if route is not None:
         attributes["http.route"] = route.canonical
     with tracer.start_as_current_span(

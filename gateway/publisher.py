@@ -142,13 +142,12 @@ class AmqpPublisher(BackgroundLink):
             f"publish {self._topology.exchange}",
             kind=SpanKind.PRODUCER,
             attributes={
+                # Few: the SDK checks each attribute's value, at about 1.5 us apiece (measured).
                 "messaging.system": "rabbitmq",
-                "messaging.operation.type": "send",
                 "messaging.operation.name": "publish",
                 "messaging.destination.name": self._topology.exchange,
                 "messaging.rabbitmq.destination.routing_key": routing_key,
                 "messaging.message.id": event_id,
-                "messaging.message.conversation_id": correlation_id,
             },
             # A failure is a BrokerUnavailable, which is the answer, not an exception to log.
             record_exception=False,
