@@ -12,6 +12,7 @@ from common.stores.idempotency import IdempotencyStore
 from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.asyncapi import setup_asyncapi
 from gateway.csrf import csrf_middleware
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
@@ -117,6 +118,7 @@ def create_app(
     add_get(app, "/metrics", metrics_view(metrics))
     setup_page(app)
     setup_schemas(app)
+    setup_asyncapi(app)
     # It documents the routes above (each needs its entry in gateway/openapi.py).
     setup_openapi(app)
     # Last: the route for every request no route above matches.

@@ -247,6 +247,15 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_ANY,
         },
     ),
+    ("GET", "/asyncapi.json"): Operation(
+        summary="The AsyncAPI 3.0 document of the events syncgate publishes",
+        description=(
+            "Generated from the event registry: the exchanges, every routing key, the message"
+            " schemas, the CloudEvents and trace headers, and the AMQP bindings."
+        ),
+        tag="events",
+        answers={200: Answer("AsyncAPI 3.0.", None, JSON), **_ANY},
+    ),
     ("GET", "/openapi.json"): Operation(
         summary="This document",
         tag="pages",
