@@ -57,6 +57,8 @@ class Answer:
     model: type[BaseModel] | None = ErrorBody
     media_type: str = JSON
     headers: tuple[str, ...] = ()
+    schema: Mapping[str, Any] | None = None
+    """The body's schema where there is no model (default: a string)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +244,12 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         ),
         tag="events",
         answers={
-            200: Answer("The schema (JSON Schema 2020-12).", None, "application/schema+json"),
+            200: Answer(
+                "The schema (JSON Schema 2020-12).",
+                None,
+                "application/schema+json",
+                schema={"type": "object"},
+            ),
             404: Answer("No registered schema has this name."),
             **_ANY,
         },
@@ -254,7 +261,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             " schemas, the CloudEvents and trace headers, and the AMQP bindings."
         ),
         tag="events",
-        answers={200: Answer("AsyncAPI 3.0.", None, JSON), **_ANY},
+        answers={200: Answer("AsyncAPI 3.0.", None, JSON, schema={"type": "object"}), **_ANY},
     ),
     ("GET", "/openapi.json"): Operation(
         summary="This document",
@@ -364,7 +371,10 @@ def _response(answer: Answer, refs: Refs) -> dict[str, Any]:
             (name, RESPONSE_HEADERS[name]) for name in ("X-Request-Id", *answer.headers)
         )
     }
-    schema = {"type": "string"} if answer.model is None else refs[answer.model, "serialization"]
+    if answer.model is not None:
+        schema = refs[answer.model, "serialization"]
+    else:
+        schema = dict(answer.schema) if answer.schema is not None else {"type": "string"}
     return {
         "description": answer.description,
         "headers": headers,
