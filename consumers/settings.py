@@ -9,12 +9,13 @@ from common.logs import LogFormat
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
 from common.topology import ConsumerTopology, EventsTopology
+from common.tracing import TraceSettings
 
 # The production topology's names and limits, the defaults of the settings that change them.
 _DEFAULT = ConsumerTopology()
 
 
-class ConsumerSettings(BaseSettings):
+class ConsumerSettings(TraceSettings, BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SYNCGATE_", extra="ignore", frozen=True)
 
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")

@@ -12,6 +12,7 @@ from common.stores.idempotency import IdempotencyStore
 from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.asyncapi import setup_asyncapi
 from gateway.audit import AuditTrail
 from gateway.csrf import csrf_middleware
 from gateway.dead_letters import OperatorQueues
@@ -34,7 +35,7 @@ from gateway.keys import (
 from gateway.lifecycle import cleanup_ctx
 from gateway.login_limits import LoginLimits
 from gateway.metrics import GatewayMetrics, metrics_middleware, metrics_view
-from gateway.middlewares import error_middleware, request_id_middleware
+from gateway.middlewares import error_middleware, request_id_middleware, tracing_middleware
 from gateway.openapi import setup_openapi
 from gateway.operator_views import routes as operator_routes
 from gateway.page import setup_page
@@ -42,6 +43,7 @@ from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
 from gateway.routing import add_get, seal
 from gateway.runs_view import routes as runs_routes
+from gateway.schema_files import setup_schemas
 from gateway.server_log import install_client_fault_filter
 from gateway.sessions import session_storage
 from gateway.settings import GatewaySettings
@@ -98,6 +100,8 @@ def create_app(
         [
             # Counts every request by its final status, the 500s request_id_middleware makes too.
             metrics_middleware(metrics),
+            # The server span, around all the rest: the request's log line is in it.
+            tracing_middleware,
             request_id_middleware,
             session_middleware(session_storage(app)),
             error_middleware,
@@ -124,6 +128,8 @@ def create_app(
     app.add_routes(operator_routes)
     add_get(app, "/metrics", metrics_view(metrics))
     setup_page(app)
+    setup_schemas(app)
+    setup_asyncapi(app)
     # It documents the routes above (each needs its entry in gateway/openapi.py).
     setup_openapi(app)
     # Last: the route for every request no route above matches.

@@ -10,12 +10,14 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.cloudevents import DEFAULT_SOURCE, EventSource, absolute_uri, public_base_url
 from common.logs import LogFormat
 from common.stores.backends import RedisOptions
 from common.stores.login_failures import LockoutPolicy
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
 from common.topology import ConsumerTopology, EventsTopology
+from common.tracing import TraceSettings
 
 
 def parse_session_keys(raw: str) -> list[str]:
@@ -34,7 +36,7 @@ def parse_session_keys(raw: str) -> list[str]:
     return keys
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(TraceSettings, BaseSettings):
     # hide_input_in_errors: a ValidationError never quotes a value (a session key, a URL with
     # its password), wherever it is printed or logged.
     model_config = SettingsConfigDict(
@@ -108,8 +110,29 @@ class GatewaySettings(BaseSettings):
     # a few serve thousands of requests a second; a burst waits for one (within the timeout).
     redis_max_connections: int = Field(default=16, ge=1)
 
+    # CloudEvents (common/cloudevents.py): the `source` attribute of every event published here,
+    # an absolute URI naming this deployment's gateway.
+    cloudevents_source: str = DEFAULT_SOURCE
+    # The gateway's public URL (e.g. "https://sync.example.com", or with the path prefix a
+    # proxy serves it under): every event's `dataschema` is <it>/schemas/<file>, served by
+    # GET /schemas/{file}. Unset: `dataschema` is urn:syncgate:schema:<file> (EventSource says
+    # why it is never guessed).
+    public_base_url: str | None = None
+
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+
+    @field_validator("cloudevents_source")
+    @classmethod
+    def _source_is_a_uri(cls, value: str) -> str:
+        return absolute_uri(value)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # an empty value, as compose passes an unset variable, is none
+        return public_base_url(value.strip())
 
     @field_validator("session_keys")
     @classmethod
@@ -176,6 +199,10 @@ class GatewaySettings(BaseSettings):
     def origins(self) -> frozenset[str]:
         origins = (origin.strip().rstrip("/") for origin in self.allowed_origins.split(","))
         return frozenset(origin for origin in origins if origin)
+
+    @property
+    def event_source(self) -> EventSource:
+        return EventSource.of(self.cloudevents_source, self.public_base_url)
 
     @property
     def topology(self) -> EventsTopology:
