@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
-from common.amqp import connection_name, negotiated_frame_max
+from common.amqp import BrokerUnreachable, connect_once, negotiated_frame_max
 from common.republish import (
     ATTEMPT_HEADER,
     DEAD_LETTER_HEADERS,
@@ -190,14 +190,12 @@ class DeadLetterQueue:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(cls, settings: ConsumerSettings) -> AsyncIterator[DeadLetterQueue]:
-        url = settings.amqp_url.get_secret_value()
         try:
-            # A plain connection: an operator's command should fail, not wait for a broker.
-            connection = await aio_pika.connect(
-                url, timeout=10, client_properties={"connection_name": connection_name("dlq")}
-            )
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-            raise DeadLetterError(f"cannot reach the broker: {exc or type(exc).__name__}") from None
+            # A plain connection to the first node that answers: an operator's command should
+            # fail, not wait for a broker.
+            connection = await connect_once(settings.amqp_url.get_secret_value(), "dlq")
+        except BrokerUnreachable as exc:
+            raise DeadLetterError(f"cannot reach the broker: {exc}") from None
         async with connection:
             yield cls(connection, settings)
 

@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.amqp import broker_nodes
 from common.logs import LogFormat
 from common.stores.backends import RedisOptions
 from common.stores.login_failures import LockoutPolicy
@@ -41,6 +42,8 @@ class GatewaySettings(BaseSettings):
         env_prefix="SYNCGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
+    # One node's URL, or a cluster's, comma-separated: common/amqp.py connects to the first
+    # that answers and fails over round robin. A secret: a URL may carry a password.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "syncgate.events"
     unrouted_exchange: str = "syncgate.unrouted"
@@ -104,6 +107,12 @@ class GatewaySettings(BaseSettings):
 
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_nodes(cls, value: SecretStr) -> SecretStr:
+        broker_nodes(value.get_secret_value())  # the message never quotes the value
+        return value
 
     @field_validator("session_keys")
     @classmethod
