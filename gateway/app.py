@@ -12,6 +12,7 @@ from common.stores.idempotency import IdempotencyStore
 from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.client_address import client_address_middleware
 from gateway.csrf import csrf_middleware
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
@@ -89,6 +90,9 @@ def create_app(
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
     app.middlewares.extend(
         [
+            # First: every middleware and view after it sees the client's address as
+            # request.remote (behind a trusted proxy, from its forwarding header).
+            client_address_middleware(settings.proxies),
             # Counts every request by its final status, the 500s request_id_middleware makes too.
             metrics_middleware(metrics),
             request_id_middleware,

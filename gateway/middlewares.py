@@ -1,6 +1,7 @@
 """Request ids and error rendering.
 
 The order, outermost first, is deliberate (see app.py):
+0. gateway/client_address.py's middleware: request.remote is the client, for all that follows;
 1. request_id_middleware: names the request, logs it, and is the last resort for a bug;
 2. the aiohttp-session middleware: saves (or clears) the cookie, on error responses too;
 3. error_middleware: turns every domain or HTTP error into the one JSON error shape.
@@ -81,6 +82,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.status,
         extra={
             "request_id": request_id,
+            "client": request.remote,
             "status": response.status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         },

@@ -17,6 +17,7 @@ from common.stores.login_failures import LockoutPolicy
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
 from common.topology import EventsTopology
+from gateway.client_address import TrustedProxies, parse_trusted_proxies
 
 
 def parse_session_keys(raw: str) -> list[str]:
@@ -78,6 +79,11 @@ class GatewaySettings(BaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
 
+    # The load balancers (addresses or networks, comma-separated: "10.0.0.5, 10.1.0.0/16")
+    # whose Forwarded or X-Forwarded-For header names the client (gateway/client_address.py).
+    # Empty: trust nobody, and the client is the TCP peer.
+    trusted_proxies: str = ""
+
     # Security (see README "Security"). Origins allowed to send state-changing requests, comma-
     # separated (e.g. "https://app.example.com"); empty means only the gateway's own origin.
     allowed_origins: str = ""
@@ -112,6 +118,12 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _amqp_nodes(cls, value: SecretStr) -> SecretStr:
         broker_nodes(value.get_secret_value())  # the message never quotes the value
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)
         return value
 
     @field_validator("session_keys")
@@ -174,6 +186,10 @@ class GatewaySettings(BaseSettings):
     @cached_property
     def fernet_keys(self) -> list[str]:
         return parse_session_keys(self.session_keys.get_secret_value())
+
+    @cached_property
+    def proxies(self) -> TrustedProxies:
+        return parse_trusted_proxies(self.trusted_proxies)
 
     @cached_property
     def origins(self) -> frozenset[str]:
