@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractConnection
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
@@ -164,7 +164,7 @@ def _reason(closing: asyncio.Future[Any]) -> str:
 
 async def connect_with_retry(
     amqp_url: str, role: str, *, connect_timeout: float = 5.0
-) -> AbstractRobustConnection:
+) -> FailoverConnection:
     """A FailoverConnection over the nodes of `amqp_url` (SYNCGATE_AMQP_URL's format), once one
     node answers: a process may start before its broker. `connect_timeout` bounds each attempt.
     """
