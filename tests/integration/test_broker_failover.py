@@ -6,13 +6,16 @@ consumer restored there. The cluster version, under load, is test_node_faults.py
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import aio_pika
 import pytest
 from yarl import URL
 
 from common.amqp import BrokerUnreachable, connect_once, connect_with_retry, node_address
+from common.topology import declare_consumer_topology
 from tests.conftest import AMQP_URL, BrokerNames
+from tests.support.consumer import syncgate
 from tests.support.tcp_proxy import proxy_in_front_of
 
 pytestmark = pytest.mark.integration
@@ -71,3 +74,13 @@ async def test_when_its_node_goes_the_connection_moves_to_the_next_with_what_it_
             assert await asyncio.wait_for(received.get(), 10) == b"after"
         finally:
             await connection.close()
+
+
+async def test_the_dlq_commands_use_the_first_node_that_answers(
+    names: BrokerNames, amqp: aio_pika.abc.AbstractRobustConnection, tmp_path: Path
+) -> None:
+    settings = names.consumer_settings(tmp_path, amqp_url=f"{DEAD},{AMQP_URL}")
+    channel = await amqp.channel()
+    await declare_consumer_topology(channel, settings.topology)
+    code, output = await syncgate(settings, "dlq", "list")
+    assert (code, output.strip()) == (0, f"{settings.topology.dead_letter_queue}: 0 dead-lettered")
