@@ -145,14 +145,23 @@ class FailoverConnection(RobustConnection):
         # until every node has failed once in a row.
         round_done = self._failures_in_a_row % len(self.nodes) == 0
         self.reconnect_interval = RECONNECT_INTERVAL if round_done else 0
-        log.warning(
-            "broker node %s %s (%s); %s %s",
-            failed,
-            "closed the connection" if was_connected else "did not answer",
-            _reason(closing),
-            f"every node failed once; in {RECONNECT_INTERVAL:.0f}s:" if round_done else "next:",
-            self.node,
-        )
+        if self._failures_in_a_row <= len(self.nodes):
+            log.warning(
+                "broker node %s %s (%s); %s %s",
+                failed,
+                "closed the connection" if was_connected else "did not answer",
+                _reason(closing),
+                f"no node answered; in {RECONNECT_INTERVAL:.0f}s:" if round_done else "next:",
+                self.node,
+            )
+        elif round_done:  # a long outage: one line a round, not one per node
+            log.warning(
+                "no broker node answered in %d rounds (%s last: %s); trying again every %.0fs",
+                self._failures_in_a_row // len(self.nodes),
+                failed,
+                _reason(closing),
+                RECONNECT_INTERVAL,
+            )
 
 
 def _reason(closing: asyncio.Future[Any]) -> str:
