@@ -88,11 +88,12 @@ def create_app(
     app.cleanup_ctx.append(cleanup_ctx(runs))
     # Outermost first; see gateway/middlewares.py for why this order.
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
+    if settings.proxies:
+        # First: every middleware and view after it sees the client's address as
+        # request.remote (from a trusted proxy's forwarding header). No proxy, no middleware.
+        app.middlewares.append(client_address_middleware(settings.proxies))
     app.middlewares.extend(
         [
-            # First: every middleware and view after it sees the client's address as
-            # request.remote (behind a trusted proxy, from its forwarding header).
-            client_address_middleware(settings.proxies),
             # Counts every request by its final status, the 500s request_id_middleware makes too.
             metrics_middleware(metrics),
             request_id_middleware,

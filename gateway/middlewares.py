@@ -1,7 +1,7 @@
 """Request ids and error rendering.
 
 The order, outermost first, is deliberate (see app.py):
-0. gateway/client_address.py's middleware: request.remote is the client, for all that follows;
+0. with SYNCGATE_TRUSTED_PROXIES set, gateway/client_address.py: request.remote is the client;
 1. request_id_middleware: names the request, logs it, and is the last resort for a bug;
 2. the aiohttp-session middleware: saves (or clears) the cookie, on error responses too;
 3. error_middleware: turns every domain or HTTP error into the one JSON error shape.
