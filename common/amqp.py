@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractConnection
-from aio_pika.exceptions import CONNECTION_EXCEPTIONS
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractRobustChannel
+from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelClosed
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
@@ -208,6 +208,21 @@ async def connect_once(
         except CONNECTION_EXCEPTIONS as exc:  # TimeoutError among them (an OSError)
             failures.append(f"{node_address(url)}: {exc or type(exc).__name__}")
     raise BrokerUnreachable("; ".join(failures))
+
+
+async def renew_channel(channel: AbstractRobustChannel) -> None:
+    """Replace a robust channel's underlying channel with a new one on the same connection
+    (aio-pika re-declares on it what was declared through the channel, then calls its reopen
+    callbacks); what is in flight on the old one fails.
+
+    For a channel that a quorum queue keeps nacking: a channel that first published to a
+    quorum queue while the queue had no leader (its leader's node had just died, and a
+    failover connection is that fast) went on being nacked after a new leader was elected, on
+    RabbitMQ 3.10, while a new channel was confirmed at once.
+    """
+    underlay = await channel.get_underlay_channel()
+    # Closed with an error, not cancelled: a robust channel restores itself only then.
+    await underlay.close(ChannelClosed(None, "renewed by syncgate"))
 
 
 async def negotiated_frame_max(channel: AbstractChannel) -> int:
