@@ -16,8 +16,9 @@ that is not an IP address (`unknown`, an obfuscated name), a list of only truste
 and `Forwarded` and `X-Forwarded-For` naming different clients (one of them came from the
 client, through a proxy that writes only the other).
 
-`client_address_middleware` is the one place that applies it: outermost, it hands every
-later middleware and view a request whose `remote` is the client.
+`client_address_middleware` is the one place that applies it: outermost (installed when
+the list is not empty), it hands every later middleware and view a request whose `remote` is
+the client.
 """
 
 from __future__ import annotations
