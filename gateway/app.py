@@ -14,6 +14,7 @@ from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
 from gateway.asyncapi import setup_asyncapi
 from gateway.audit import AuditTrail
+from gateway.client_address import client_address_middleware
 from gateway.csrf import csrf_middleware
 from gateway.dead_letters import OperatorQueues
 from gateway.idempotency import IdempotencyCache
@@ -96,6 +97,10 @@ def create_app(
     app.cleanup_ctx.append(cleanup_ctx(runs))
     # Outermost first; see gateway/middlewares.py for why this order.
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
+    if settings.proxies:
+        # First: every middleware and view after it sees the client's address as
+        # request.remote (from a trusted proxy's forwarding header). No proxy, no middleware.
+        app.middlewares.append(client_address_middleware(settings.proxies))
     app.middlewares.extend(
         [
             # Counts every request by its final status, the 500s request_id_middleware makes too.

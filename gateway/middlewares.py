@@ -1,6 +1,7 @@
 """Request ids and error rendering.
 
 The order, outermost first, is deliberate (see app.py):
+0. with SYNCGATE_TRUSTED_PROXIES set, gateway/client_address.py: request.remote is the client;
 1. tracing_middleware: the request's server span, which every other span of it is under;
 2. request_id_middleware: names the request, logs it, and is the last resort for a bug;
 3. the aiohttp-session middleware: saves (or clears) the cookie, on error responses too;
@@ -112,6 +113,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.status,
         extra={
             "request_id": request_id,
+            "client": request.remote,
             "status": response.status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         },

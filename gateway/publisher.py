@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Protocol
@@ -14,7 +15,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from common import tracing
-from common.amqp import connect_with_retry
+from common.amqp import connect_with_retry, renew_channel
 from common.cloudevents import DEFAULT_EVENT_SOURCE, EventSource
 from common.logs import correlation_id_var, event_id_var
 from common.topology import EventsTopology, declare_events_exchange
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
 
 _RETRY_PAUSE = 0.05
+# After a nack the channel is renewed (see `_renew_after_nack`), at most once this often.
+_RENEW_PAUSE = 1.0
 
 
 class EventPublisher(Managed, Protocol):
@@ -77,6 +80,8 @@ class AmqpPublisher(BackgroundLink):
         self._link_up = asyncio.Event()
         self._channel: AbstractRobustChannel | None = None
         self._closing = False
+        self._renewed_at = -_RENEW_PAUSE
+        self._renewal: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, metrics: GatewayMetrics) -> AmqpPublisher:
@@ -188,6 +193,7 @@ class AmqpPublisher(BackgroundLink):
         except aio_pika.exceptions.DeliveryError:
             log.error("the broker refused %s (nack)", event.id)
             self._count(PublishOutcome.NACKED, started)
+            self._renew_after_nack()
             raise self._unavailable("the broker refused the event") from None
         except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             log.warning("publish of %s failed: %r", event.id, exc)
@@ -273,6 +279,26 @@ class AmqpPublisher(BackgroundLink):
             timeout=timeout,
         )
 
+    def _renew_after_nack(self) -> None:
+        """Renew the channel in the background, at most once a _RENEW_PAUSE: a quorum queue
+        may go on nacking a channel after it has a leader again (common.amqp.renew_channel
+        says when). Publishes meanwhile wait for the link, within their deadline; while the
+        broker really refuses (no majority), this costs a new channel a second."""
+        now = time.monotonic()
+        if self._channel is None or self._closing or now - self._renewed_at < _RENEW_PAUSE:
+            return
+        if self._renewal is not None and not self._renewal.done():
+            return
+        self._renewed_at = now
+        self._renewal = asyncio.create_task(self._renew(self._channel), name="syncgate-renew")
+
+    async def _renew(self, channel: AbstractRobustChannel) -> None:
+        try:
+            await renew_channel(channel)
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            # Closed already (its connection went): the reconnect brings a new one anyway.
+            log.info("could not renew the broker channel: %r", exc)
+
     def _count(self, outcome: PublishOutcome, started: float) -> None:
         self._metrics.published(outcome, time.perf_counter() - started)
 
@@ -281,4 +307,8 @@ class AmqpPublisher(BackgroundLink):
 
     async def close(self) -> None:
         self._closing = True
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewal
         await super().close()

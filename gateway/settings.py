@@ -10,6 +10,7 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.amqp import broker_nodes
 from common.cloudevents import DEFAULT_SOURCE, EventSource, absolute_uri, public_base_url
 from common.logs import LogFormat
 from common.stores.backends import RedisOptions
@@ -18,6 +19,7 @@ from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
 from common.topology import ConsumerTopology, EventsTopology
 from common.tracing import TraceSettings
+from gateway.client_address import TrustedProxies, parse_trusted_proxies
 
 
 def parse_session_keys(raw: str) -> list[str]:
@@ -43,6 +45,8 @@ class GatewaySettings(TraceSettings, BaseSettings):
         env_prefix="SYNCGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
+    # One node's URL, or a cluster's, comma-separated: common/amqp.py connects to the first
+    # that answers and fails over round robin. A secret: a URL may carry a password.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "syncgate.events"
     unrouted_exchange: str = "syncgate.unrouted"
@@ -82,6 +86,11 @@ class GatewaySettings(TraceSettings, BaseSettings):
     idempotency_max_attempt_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
+
+    # The load balancers (addresses or networks, comma-separated: "10.0.0.5, 10.1.0.0/16")
+    # whose Forwarded or X-Forwarded-For header names the client (gateway/client_address.py).
+    # Empty: trust nobody, and the client is the TCP peer.
+    trusted_proxies: str = ""
 
     # Security (see README "Security"). Origins allowed to send state-changing requests, comma-
     # separated (e.g. "https://app.example.com"); empty means only the gateway's own origin.
@@ -133,6 +142,18 @@ class GatewaySettings(TraceSettings, BaseSettings):
         if value is None or not value.strip():
             return None  # an empty value, as compose passes an unset variable, is none
         return public_base_url(value.strip())
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_nodes(cls, value: SecretStr) -> SecretStr:
+        broker_nodes(value.get_secret_value())  # the message never quotes the value
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)
+        return value
 
     @field_validator("session_keys")
     @classmethod
@@ -194,6 +215,10 @@ class GatewaySettings(TraceSettings, BaseSettings):
     @cached_property
     def fernet_keys(self) -> list[str]:
         return parse_session_keys(self.session_keys.get_secret_value())
+
+    @cached_property
+    def proxies(self) -> TrustedProxies:
+        return parse_trusted_proxies(self.trusted_proxies)
 
     @cached_property
     def origins(self) -> frozenset[str]:
