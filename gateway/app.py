@@ -12,6 +12,7 @@ from common.stores.idempotency import IdempotencyStore
 from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.connections import connection_middleware
 from gateway.csrf import csrf_middleware
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
@@ -40,6 +41,7 @@ from gateway.runs_view import routes as runs_routes
 from gateway.server_log import install_client_fault_filter
 from gateway.sessions import session_storage
 from gateway.settings import GatewaySettings
+from gateway.shedding import LoadShedder
 from gateway.users import UserStore
 from gateway.views import routes
 
@@ -89,8 +91,13 @@ def create_app(
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
     app.middlewares.extend(
         [
+            # Tells the connection its request's headers are in (the header deadline stops).
+            connection_middleware,
             # Counts every request by its final status, the 500s request_id_middleware makes too.
             metrics_middleware(metrics),
+            # Sheds load before any session or body work: over SYNCGATE_MAX_IN_FLIGHT, or past
+            # the handling deadline, 503 with Retry-After.
+            LoadShedder(settings, metrics).middleware(),
             request_id_middleware,
             session_middleware(session_storage(app)),
             error_middleware,

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.deadlines import RequestBudget
 from gateway.idempotency import IdempotencyCache
 from gateway.identity import SignedIn
 from gateway.login_limits import LoginLimits
@@ -32,3 +33,4 @@ RUNS = web.AppKey("runs", RunReader)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 SIGNED_IN = web.RequestKey("signed_in", SignedIn)
+BUDGET = web.RequestKey("budget", RequestBudget)

@@ -79,6 +79,43 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.connections_refused = Counter(
+            "syncgate_connections_refused",
+            "Connections closed at once (after a 503) because the process had"
+            " SYNCGATE_MAX_CONNECTIONS open.",
+            registry=self.registry,
+        )
+        self.request_timeouts = Counter(
+            "syncgate_request_timeouts",
+            "Requests refused with 408 because the client was too slow to send them: its"
+            " headers (SYNCGATE_HEADER_TIMEOUT) or its body (SYNCGATE_BODY_TIMEOUT).",
+            ["phase"],
+            registry=self.registry,
+        )
+        self.requests_shed = Counter(
+            "syncgate_requests_shed",
+            "Requests answered 503 to shed load: over SYNCGATE_MAX_IN_FLIGHT (in_flight), or"
+            " past the publish deadline plus its margin (deadline).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.timeouts_by_phase = {
+            phase: self.request_timeouts.labels(phase=phase) for phase in ("headers", "body")
+        }
+        self.shed_by_reason = {
+            reason: self.requests_shed.labels(reason=reason) for reason in ("in_flight", "deadline")
+        }
+        self.open_connections = Gauge(
+            "syncgate_open_connections",
+            "HTTP connections open now (refused ones aside).",
+            registry=self.registry,
+        )
+        self.requests_in_flight = Gauge(
+            "syncgate_requests_in_flight",
+            "Requests being handled now (the probes and /metrics aside).",
+            registry=self.registry,
+        )
+
     def track_readiness(self, ready: Callable[[], bool]) -> None:
         """syncgate_gateway_ready calls `ready` at each scrape, so it is never stale."""
         self.ready.set_function(lambda: 1.0 if ready() else 0.0)

@@ -1,0 +1,45 @@
+"""One request's time limits, kept on the request (keys.BUDGET) by gateway/shedding.py.
+
+The handling deadline (the publish deadline plus a margin) bounds the gateway's own time on a
+request: a wait for a store, the event loop, the broker. The time spent waiting for the
+client's body is the client's, and has its own bound, SYNCGATE_BODY_TIMEOUT from the end of
+the headers; the handling deadline stands still meanwhile, so a client on a slow link is not
+cut off by a deadline meant for the gateway, and one that is too slow gets 408, not 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from gateway.errors import BodyTimeout
+
+
+class RequestBudget:
+    __slots__ = ("_body_due", "_handling", "body_timed_out")
+
+    def __init__(self, handling: asyncio.Timeout, body_due: float) -> None:
+        self._handling = handling
+        self._body_due = body_due
+        self.body_timed_out = False
+
+    @contextlib.asynccontextmanager
+    async def reading_body(self) -> AsyncIterator[None]:
+        """Around the wait for the body: BodyTimeout once its deadline passes."""
+        loop = asyncio.get_running_loop()
+        due = self._handling.when()
+        left = None if due is None else due - loop.time()
+        self._handling.reschedule(None)
+        deadline = asyncio.timeout_at(self._body_due)
+        try:
+            async with deadline:
+                yield
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            self.body_timed_out = True
+            raise BodyTimeout("the body did not arrive in time; nothing was published") from None
+        finally:
+            if left is not None and not self._handling.expired():
+                self._handling.reschedule(loop.time() + left)
