@@ -22,6 +22,7 @@ import enum
 import logging
 import resource
 from dataclasses import dataclass
+from typing import cast
 
 import orjson
 from aiohttp import web
@@ -118,7 +119,8 @@ class GuardedConnection(asyncio.Protocol):
     # asyncio's protocol interface, passed through to aiohttp's handler.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A TCP transport; uvloop's is not an asyncio.Transport subclass, so no isinstance.
+        transport = cast(asyncio.Transport, transport)
         guard = self._guard
         if guard.open >= guard.limits.max_connections:
             guard.metrics.connections_refused.inc()
@@ -276,8 +278,10 @@ class GuardedSite(web.BaseSite):
         assert server is not None, "the runner is set up first"
         guard = ConnectionGuard(server, self._guard_limits, self._metrics)
         loop = asyncio.get_running_loop()
+        # The backlog: nginx's default, where aiohttp's is 128. Connections past a full one
+        # wait for a SYN retry (1 s, then 3 s...) rather than being refused.
         self._server = await loop.create_server(
-            guard, self._host, self._port, reuse_port=self._reuse_port or None
+            guard, self._host, self._port, backlog=511, reuse_port=self._reuse_port or None
         )
 
 

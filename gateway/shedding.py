@@ -16,6 +16,7 @@ seconds, past every deadline (issue 20 §4).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from aiohttp import web
@@ -94,9 +95,18 @@ class LoadShedder:
                 self.in_flight -= 1
             if budget.body_timed_out:
                 body_timeouts.inc()
-                # The rest of the body may still be on its way: do not read it for the next
-                # request.
-                response.force_close()
+                await _answer_and_close(request, response)
             return response
 
         return middleware
+
+
+async def _answer_and_close(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the answer now, and close the connection after it: the rest of a late body may
+    still be on its way, and aiohttp would otherwise read (linger on) it for up to 10 s.
+    aiohttp then finds the answer sent, and the connection closed."""
+    response.force_close()
+    with contextlib.suppress(ConnectionError):
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
