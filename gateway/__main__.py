@@ -14,7 +14,7 @@ from common.process import StartupError, load_settings, run_main, tune_collector
 from gateway.app_settings import AppSettingsError
 from gateway.bootstrap import build_app
 from gateway.connections import ConnectionLimits, GuardedSite, fit_descriptor_limit
-from gateway.keys import METRICS
+from gateway.keys import IN_FLIGHT, METRICS
 from gateway.settings import GatewaySettings
 from gateway.users import UsersFileError
 
@@ -36,6 +36,7 @@ async def serve(app: web.Application, settings: GatewaySettings) -> None:
             settings.port,
             limits=limits,
             metrics=app[METRICS],
+            in_flight=app[IN_FLIGHT],
             reuse_port=settings.reuse_port,
         )
         await site.start()

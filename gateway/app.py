@@ -14,11 +14,13 @@ from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
 from gateway.connections import connection_middleware
 from gateway.csrf import csrf_middleware
+from gateway.deadlines import InFlight
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
     APP_SETTINGS,
     CLOCK,
     IDEMPOTENCY,
+    IN_FLIGHT,
     LOGIN_LIMITS,
     METRICS,
     PUBLISHER,
@@ -82,6 +84,8 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[CLOCK] = clock
+    # Read by the connections too (gateway/connections.py), to refuse before any parsing.
+    app[IN_FLIGHT] = in_flight = InFlight(settings.max_in_flight)
     # Both files are read now, so a missing or invalid one stops start-up with its reason.
     app[USERS] = UserStore(settings.users_file)
     app[APP_SETTINGS] = AppSettingsProvider(settings.app_settings_file)
@@ -97,7 +101,7 @@ def create_app(
             metrics_middleware(metrics),
             # Sheds load before any session or body work: over SYNCGATE_MAX_IN_FLIGHT, or past
             # the handling deadline, 503 with Retry-After.
-            LoadShedder(settings, metrics).middleware(),
+            LoadShedder(settings, metrics, in_flight).middleware(),
             request_id_middleware,
             session_middleware(session_storage(app)),
             error_middleware,

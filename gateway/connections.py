@@ -11,6 +11,16 @@ request (`connection_middleware`, the outermost middleware, says so). A timer th
 closes the connection after a 408. Beyond `max_connections` open ones, a new connection is
 answered a canned 503 and closed at once: no RequestHandler, no parser, no task.
 
+A request takes its place among the SYNCGATE_MAX_IN_FLIGHT in flight as soon as its first
+bytes hold all of its headers (they usually do); when there is no place, it is answered the
+same way (503, Retry-After, and the connection closed) before aiohttp parses it. Counting
+there matters: in one turn of the event loop aiohttp parses every request that came in, and
+only then do their handlers start, so a burst of 4,000 went past a count kept by handlers, and
+each refusal then cost a whole trip through aiohttp (about 1 ms each, under load on the
+2-core machine). A request whose headers come in pieces (a slow client must not hold a place)
+is counted when its handling starts, by the shedding middleware (gateway/shedding.py),
+through `admit`.
+
 The wrapper uses only asyncio's protocol interface and aiohttp's public `BaseSite` and
 `AppRunner.server` (the protocol factory), so it does not depend on aiohttp's internals.
 """
@@ -28,6 +38,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from gateway.deadlines import NOT_COUNTED, InFlight
 from gateway.metrics import GatewayMetrics
 from gateway.middlewares import error_body
 from gateway.settings import GatewaySettings
@@ -48,6 +59,9 @@ def _canned(status: str, code: str, message: str, extra: str = "") -> bytes:
     )
     return head.encode("ascii") + body
 
+
+# The probes and /metrics are never shed (gateway/shedding.py).
+_PROBES = tuple(f"GET {path} ".encode("ascii") for path in sorted(NOT_COUNTED))
 
 HEADER_TIMEOUT_ANSWER = _canned(
     "408 Request Timeout",
@@ -84,16 +98,30 @@ class ConnectionGuard:
     """The protocol factory of one listening site: it counts the open connections and makes
     each one's `GuardedConnection` around aiohttp's handler."""
 
-    def __init__(self, server: web.Server, limits: ConnectionLimits, metrics: GatewayMetrics):
+    def __init__(
+        self,
+        server: web.Server,
+        limits: ConnectionLimits,
+        metrics: GatewayMetrics,
+        in_flight: InFlight,
+    ) -> None:
         self.server = server
         self.limits = limits
         self.metrics = metrics
+        self.in_flight = in_flight
         self.open = 0
+        retry_after = f"Retry-After: {limits.retry_after}\r\n"
         self.refused_answer = _canned(
             "503 Service Unavailable",
             "overloaded",
             "the gateway has too many connections open; retry later",
-            f"Retry-After: {limits.retry_after}\r\n",
+            retry_after,
+        )
+        self.shed_answer = _canned(
+            "503 Service Unavailable",
+            "overloaded",
+            "the gateway is at its limit of requests in flight; retry later",
+            retry_after,
         )
 
     def __call__(self) -> GuardedConnection:
@@ -103,7 +131,17 @@ class ConnectionGuard:
 class GuardedConnection(asyncio.Protocol):
     """aiohttp's RequestHandler for one connection, with a header deadline around it."""
 
-    __slots__ = ("_guard", "_inner", "_phase", "_straggled", "_timer", "_transport", "timed_out")
+    __slots__ = (
+        "_fresh",
+        "_guard",
+        "_holding",
+        "_inner",
+        "_phase",
+        "_straggled",
+        "_timer",
+        "_transport",
+        "timed_out",
+    )
 
     def __init__(self, guard: ConnectionGuard) -> None:
         self._guard = guard
@@ -114,6 +152,10 @@ class GuardedConnection(asyncio.Protocol):
         # Bytes that came while a request was handled: a straggling body, or the start of a
         # pipelined request, whose header time then starts when the request ends.
         self._straggled = False
+        # No byte of the next request has come yet: the moment to shed it, unparsed.
+        self._fresh = True
+        # This connection's request holds one of the places in flight.
+        self._holding = False
         self.timed_out = False
 
     # asyncio's protocol interface, passed through to aiohttp's handler.
@@ -137,6 +179,15 @@ class GuardedConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
             return  # a refused connection, already closing
+        if self._fresh:
+            self._fresh = False
+            in_flight = self._guard.in_flight
+            # Only a hint for the count, not framing: aiohttp still parses the request.
+            if b"\r\n\r\n" in data and not data.startswith(_PROBES):
+                if not in_flight.try_enter():
+                    self._shed()
+                    return
+                self._holding = True
         if self._phase is Phase.IDLE:
             self._phase = Phase.HEADERS
             self._start_header_timer()
@@ -151,6 +202,7 @@ class GuardedConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
+        self.release()
         if self._inner is None:
             return
         self._guard.open -= 1
@@ -176,6 +228,7 @@ class GuardedConnection(asyncio.Protocol):
         return not self.timed_out
 
     def request_finished(self) -> None:
+        self.release()
         if self._phase is not Phase.HANDLING:
             return
         if self._straggled:
@@ -183,6 +236,34 @@ class GuardedConnection(asyncio.Protocol):
             self._start_header_timer()
         else:
             self._phase = Phase.IDLE
+            self._fresh = True
+
+    def admit(self) -> bool:
+        """Whether the request being handled may go on: it has its place in flight already,
+        or takes one now; False when there is none (503)."""
+        if not self._holding:
+            self._holding = self._guard.in_flight.try_enter()
+        return self._holding
+
+    def release(self) -> None:
+        if self._holding:
+            self._holding = False
+            self._guard.in_flight.leave()
+
+    def _shed(self) -> None:
+        self._guard.metrics.shed_by_reason["in_flight"].inc()
+        self._close_after(self._guard.shed_answer)
+
+    def _close_after(self, answer: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(answer)
+        # A client that does not read would keep the answer, and the socket, in our buffer.
+        if transport.get_write_buffer_size():
+            transport.abort()
+        else:
+            transport.close()
 
     # The header deadline.
 
@@ -208,12 +289,7 @@ class GuardedConnection(asyncio.Protocol):
             _peer(transport),
             self._guard.limits.header_timeout,
         )
-        transport.write(HEADER_TIMEOUT_ANSWER)
-        # A client that does not read would keep the answer, and the socket, in our buffer.
-        if transport.get_write_buffer_size():
-            transport.abort()
-        else:
-            transport.close()
+        self._close_after(HEADER_TIMEOUT_ANSWER)
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
@@ -249,7 +325,7 @@ class GuardedSite(web.BaseSite):
     """A TCP site whose connections go through a `ConnectionGuard`: aiohttp's TCPSite, with
     the guard as the protocol factory."""
 
-    __slots__ = ("_guard_limits", "_host", "_metrics", "_port", "_reuse_port")
+    __slots__ = ("_guard_limits", "_host", "_in_flight", "_metrics", "_port", "_reuse_port")
 
     def __init__(
         self,
@@ -259,9 +335,11 @@ class GuardedSite(web.BaseSite):
         *,
         limits: ConnectionLimits,
         metrics: GatewayMetrics,
+        in_flight: InFlight,
         reuse_port: bool = False,
     ) -> None:
         super().__init__(runner)
+        self._in_flight = in_flight
         self._host = host
         self._port = port
         self._reuse_port = reuse_port
@@ -276,12 +354,18 @@ class GuardedSite(web.BaseSite):
         await super().start()
         server = self._runner.server
         assert server is not None, "the runner is set up first"
-        guard = ConnectionGuard(server, self._guard_limits, self._metrics)
+        guard = ConnectionGuard(server, self._guard_limits, self._metrics, self._in_flight)
         loop = asyncio.get_running_loop()
-        # The backlog: nginx's default, where aiohttp's is 128. Connections past a full one
-        # wait for a SYN retry (1 s, then 3 s...) rather than being refused.
+        # The accept queue as long as the cap, as HAProxy's backlog defaults to its maxconn
+        # (the kernel cuts it to net.core.somaxconn); aiohttp's is 128. A connection that
+        # finds the queue full waits for its SYN's retry, 1 s, then 3 s, then 7 s: shed
+        # clients reconnect, and with a short queue a burst of them waited seconds for it.
         self._server = await loop.create_server(
-            guard, self._host, self._port, backlog=511, reuse_port=self._reuse_port or None
+            guard,
+            self._host,
+            self._port,
+            backlog=self._guard_limits.max_connections,
+            reuse_port=self._reuse_port or None,
         )
 
 

@@ -1,4 +1,6 @@
-"""One request's time limits, kept on the request (keys.BUDGET) by gateway/shedding.py.
+"""The count of requests in flight (keys.IN_FLIGHT), and one request's time limits, kept on
+the request (keys.BUDGET); gateway/shedding.py enforces both, and gateway/connections.py
+reads the count to refuse a request before aiohttp even parses it.
 
 The handling deadline (the publish deadline plus a margin) bounds the gateway's own time on a
 request: a wait for a store, the event loop, the broker. The time spent waiting for the
@@ -14,6 +16,28 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from gateway.errors import BodyTimeout
+
+# Cheap, and what orchestrators and scrapers must reach under load: never counted or shed.
+NOT_COUNTED = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class InFlight:
+    """Requests being handled by this process, and its bound on them."""
+
+    __slots__ = ("count", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+
+    def try_enter(self) -> bool:
+        if self.count >= self.limit:
+            return False
+        self.count += 1
+        return True
+
+    def leave(self) -> None:
+        self.count -= 1
 
 
 class RequestBudget:

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
-from gateway.deadlines import RequestBudget
+from gateway.deadlines import InFlight, RequestBudget
 from gateway.idempotency import IdempotencyCache
 from gateway.identity import SignedIn
 from gateway.login_limits import LoginLimits
@@ -30,6 +30,7 @@ REVOCATIONS = web.AppKey("revocations", RevocationList)
 LOGIN_LIMITS = web.AppKey("login_limits", LoginLimits)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 RUNS = web.AppKey("runs", RunReader)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 SIGNED_IN = web.RequestKey("signed_in", SignedIn)

@@ -84,9 +84,11 @@ class GatewaySettings(BaseSettings):
     # process raises its own RLIMIT_NOFILE soft limit to fit them (gateway/connections.py).
     max_connections: int = Field(default=4096, ge=1)
     # Requests being handled at once per process; one more answers 503 with Retry-After
-    # before any session or body work. Sized from the bench (README): the 2-core bench
-    # machine's throughput stops growing well below 512, while latency keeps growing.
-    max_in_flight: int = Field(default=512, ge=1)
+    # before any session or body work. Sized from the bench (README "Slow clients and
+    # overload"): one process's throughput is reached by 64 in flight (about 3,500 req/s on
+    # the 2-core bench machine); past that, more in flight only wait longer. 256 keeps that
+    # wait near 75 ms at full speed, and under the handling deadline on a machine 20x slower.
+    max_in_flight: int = Field(default=256, ge=1)
     # A request's whole time in the gateway, from the start of handling (its wait for the
     # client's body aside, which body_timeout bounds) is at most publish_deadline plus this;
     # then 503 with Retry-After.

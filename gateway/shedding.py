@@ -22,7 +22,8 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-from gateway.deadlines import RequestBudget
+from gateway.connections import guarded_connection
+from gateway.deadlines import NOT_COUNTED, InFlight, RequestBudget
 from gateway.errors import DeadlineExceeded, Overloaded
 from gateway.keys import BUDGET
 from gateway.metrics import GatewayMetrics
@@ -31,22 +32,20 @@ from gateway.settings import GatewaySettings
 
 log = logging.getLogger("syncgate.gateway.shedding")
 
-# Cheap, and what orchestrators and scrapers must reach under load.
-_NOT_COUNTED = frozenset({"/healthz", "/readyz", "/metrics"})
-
 
 class LoadShedder:
-    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
-        self.max_in_flight = settings.max_in_flight
+    def __init__(
+        self, settings: GatewaySettings, metrics: GatewayMetrics, in_flight: InFlight
+    ) -> None:
+        self.in_flight = in_flight
         self.handling_deadline = settings.handling_deadline
         self.body_timeout = settings.body_timeout
         self.retry_after = settings.retry_after
         self._metrics = metrics
-        self.in_flight = 0
-        metrics.requests_in_flight.set_function(lambda: self.in_flight)
+        metrics.requests_in_flight.set_function(lambda: in_flight.count)
 
     def middleware(self) -> Middleware:
-        metrics, retry_after = self._metrics, self.retry_after
+        metrics, retry_after, in_flight = self._metrics, self.retry_after, self.in_flight
         shed_in_flight = metrics.shed_by_reason["in_flight"]
         shed_deadline = metrics.shed_by_reason["deadline"]
         body_timeouts = metrics.timeouts_by_phase["body"]
@@ -56,9 +55,13 @@ class LoadShedder:
 
         @web.middleware
         async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-            if request.path in _NOT_COUNTED:
+            if request.path in NOT_COUNTED:
                 return await handler(request)
-            if self.in_flight >= self.max_in_flight:
+            # A connection of the gateway's own site may have taken the request's place
+            # already, when its headers came in (gateway/connections.py).
+            connection = guarded_connection(request)
+            admitted = connection.admit() if connection is not None else in_flight.try_enter()
+            if not admitted:
                 shed_in_flight.inc()
                 return refuse(
                     Overloaded(
@@ -66,7 +69,6 @@ class LoadShedder:
                         retry_after=retry_after,
                     )
                 )
-            self.in_flight += 1
             loop = asyncio.get_running_loop()
             started = loop.time()
             deadline = asyncio.timeout_at(started + self.handling_deadline)
@@ -92,7 +94,10 @@ class LoadShedder:
                     )
                 )
             finally:
-                self.in_flight -= 1
+                if connection is not None:
+                    connection.release()
+                else:
+                    in_flight.leave()
             if budget.body_timed_out:
                 body_timeouts.inc()
                 await _answer_and_close(request, response)

@@ -13,7 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.connections import ConnectionLimits, GuardedSite
-from gateway.keys import METRICS, SETTINGS
+from gateway.keys import IN_FLIGHT, METRICS, SETTINGS
 
 Client = TestClient[web.Request, web.Application]
 
@@ -79,7 +79,9 @@ async def serving(app: web.Application) -> AsyncIterator[tuple[str, int]]:
     await runner.setup()
     try:
         limits = ConnectionLimits.from_settings(app[SETTINGS])
-        site = GuardedSite(runner, "127.0.0.1", 0, limits=limits, metrics=app[METRICS])
+        site = GuardedSite(
+            runner, "127.0.0.1", 0, limits=limits, metrics=app[METRICS], in_flight=app[IN_FLIGHT]
+        )
         await site.start()
         host, port = runner.addresses[0][:2]
         yield str(host), int(port)

@@ -66,6 +66,12 @@ class GatewayProcess:
     def open_descriptors(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used, from /proc/<pid>/stat."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_lines(self) -> list[str]:
         return self.log_path.read_text(errors="replace").splitlines()
 
@@ -111,3 +117,16 @@ async def metric_value(base_url: str, sample: str) -> float:
         if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+async def metric_samples(base_url: str, name: str) -> dict[str, float]:
+    """Every sample of the gateway's /metrics whose name starts with `name`, by its full name
+    and labels."""
+    async with aiohttp.ClientSession() as http, http.get(f"{base_url}/metrics") as response:
+        text = await response.text()
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
