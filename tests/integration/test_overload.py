@@ -1,11 +1,20 @@
 """Overload is shed, not queued (issue 20 §4): 4,000 concurrent clients against a real gateway
 process on the real broker, a real consumer handling what it accepts.
 
-Every answer is a 202, or a 503 with Retry-After, and comes within the handling deadline (the
-publish deadline plus its margin) plus 1 s; every 202's event is handled by the consumer. The
-accepted rate at 4,000 clients is compared with the rate at 64 in the same run and printed;
-see `test_the_accepted_rate_holds_under_overload` for why that comparison is not asserted at
-0.9x on this machine.
+Asserted: every answer is a 202, or a 503 with Retry-After; no client fails; the gateway's
+own time on every request it handled, from the start of handling, is within the handling
+deadline (the publish deadline plus its margin) plus 1 s (its request-duration histogram);
+some requests are shed; and every 202's event is handled by the consumer. On main, no request
+is ever shed; with the bound in flight lifted (SYNCGATE_MAX_IN_FLIGHT=1000000), hundreds of
+requests take longer than the bound.
+
+Printed, not asserted: the accepted rate at 4,000 clients against the rate at 64 in the same
+run (0.35-0.82x in the runs so far), and the latencies on the clients' clocks. On this shared
+2-core machine (load average about 10 during the runs) the gateway process got 12-15% of a
+core: most of a client's wait was for a starved event loop to reach its request, before any
+handling began, and neither figure says anything about the gateway then.
+
+The clients honour Retry-After (with jitter), as a well-behaved client does.
 """
 
 from __future__ import annotations
