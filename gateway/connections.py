@@ -172,13 +172,14 @@ class GuardedConnection(asyncio.Protocol):
         guard.open += 1
         guard.metrics.open_connections.inc()
         self._transport = transport
-        self._inner = inner = guard.server()
-        inner.connection_made(transport)
+        # aiohttp's handler (and its task) is made at the first byte: a connection that is
+        # shed before it, or never sends one, costs none.
         self._start_header_timer()
 
     def data_received(self, data: bytes) -> None:
-        if self._inner is None:
-            return  # a refused connection, already closing
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return  # a refused or shed connection, already closing
         if self._fresh:
             self._fresh = False
             in_flight = self._guard.in_flight
@@ -188,6 +189,9 @@ class GuardedConnection(asyncio.Protocol):
                     self._shed()
                     return
                 self._holding = True
+        if self._inner is None:
+            self._inner = self._guard.server()
+            self._inner.connection_made(transport)
         if self._phase is Phase.IDLE:
             self._phase = Phase.HEADERS
             self._start_header_timer()
@@ -203,12 +207,14 @@ class GuardedConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timer()
         self.release()
-        if self._inner is None:
-            return
+        if self._transport is None:
+            return  # refused: never counted
+        self._transport = None
         self._guard.open -= 1
         self._guard.metrics.open_connections.dec()
-        self._inner.connection_lost(exc)
-        self._inner = None
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+            self._inner = None
 
     def pause_writing(self) -> None:
         if self._inner is not None:
