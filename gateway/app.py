@@ -13,6 +13,7 @@ from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
 from gateway.csrf import csrf_middleware
+from gateway.events_view import routes as events_routes
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
     APP_SETTINGS,
@@ -110,6 +111,7 @@ def create_app(
     app[LOGIN_LIMITS] = LoginLimits(login_failures, retry_after=settings.retry_after)
     app.cleanup_ctx.append(cleanup_ctx(login_failures))
     app.add_routes(routes)
+    app.add_routes(events_routes)
     app.add_routes(runs_routes)
     add_get(app, "/metrics", metrics_view(metrics))
     setup_page(app)

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import aio_pika
 from pamqp.commands import Basic
 
-from schemas.events import ConfluenceAppSync
+from schemas.registry import Event
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
@@ -72,7 +72,7 @@ class EventProperties(Basic.Properties):
     computed from them. (aiormq would set a message id only on properties without one.)
     """
 
-    def __init__(self, event: ConfluenceAppSync, *, event_id: str, correlation_id: str) -> None:
+    def __init__(self, event: Event, *, event_id: str, correlation_id: str) -> None:
         super().__init__(
             content_type=CONTENT_TYPE,
             content_encoding=CONTENT_ENCODING,
@@ -102,7 +102,7 @@ class EventProperties(Basic.Properties):
 
 
 def message_properties(
-    event: ConfluenceAppSync, *, correlation_id: str, event_id: str | None = None
+    event: Event, *, correlation_id: str, event_id: str | None = None
 ) -> EventProperties:
     """The AMQP properties an operator sees in the management UI, and consumers read.
 

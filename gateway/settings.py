@@ -74,6 +74,10 @@ class GatewaySettings(BaseSettings):
     idempotency_max_attempt_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     max_json_depth: int = Field(default=32, ge=2)
+    # POST /api/events: a batch holds at most this many events, in a body of at most this
+    # many bytes (once inflated): its own limit, above the 64 KiB of every other route.
+    events_max_batch: int = Field(default=100, ge=1, le=10_000)
+    events_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # Security (see README "Security"). Origins allowed to send state-changing requests, comma-
     # separated (e.g. "https://app.example.com"); empty means only the gateway's own origin.
