@@ -304,3 +304,16 @@ async def test_the_route_keeps_the_session_csrf_and_header_rules(
     )
     assert response.status == 415
     assert fake_publisher.published == []
+
+
+async def test_numbers_past_64_bits_are_refused_before_anything_is_published(
+    client: Client, fake_publisher: FakePublisher
+) -> None:
+    for data in (1e19, [-1e300], {"n": 2**63}):
+        status, body = await post(client, {"name": SYNC, "data": data})
+        assert status in (400, 422), data
+        status, body = await post(client, [{"name": SYNC}, {"name": SYNC, "data": data}])
+        assert status in (400, 422), data
+        assert "results" not in body
+    assert (await post(client, [{"name": SYNC, "data": [2**63 - 1, -(2**63), 1.5e18]}]))[0] == 202
+    assert len(fake_publisher.published) == 1
