@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from gateway.errors import BrokerUnavailable
+from gateway.responses import BatchResults, ErrorBody, EventsAccepted
 from gateway.settings import GatewaySettings
 from schemas.events import ConfluenceAppSync
 from schemas.registry import Event
@@ -317,3 +318,31 @@ async def test_numbers_past_64_bits_are_refused_before_anything_is_published(
         assert "results" not in body
     assert (await post(client, [{"name": SYNC, "data": [2**63 - 1, -(2**63), 1.5e18]}]))[0] == 202
     assert len(fake_publisher.published) == 1
+
+
+async def test_the_answers_match_their_documented_models_and_the_document_lists_the_route(
+    aiohttp_client: AiohttpClient,
+    make_settings: Callable[..., GatewaySettings],
+) -> None:
+    publisher = FailingFor("refused")
+    client = await gateway_client(aiohttp_client, make_settings(), publisher=publisher)
+    await login(client)
+    status, body = await post(client, {"name": SYNC, "id": "a"})
+    assert status == 202
+    EventsAccepted.model_validate(body)
+    status, body = await post(client, [{"name": SYNC}, {"name": SYNC, "data": "refused"}, 3])
+    assert status == 207
+    BatchResults.model_validate(body)
+    status, body = await post(client, [{"name": SYNC, "id": "b"}])
+    assert status == 202
+    EventsAccepted.model_validate(body)
+    assert isinstance(EventsAccepted.model_validate(body).root, BatchResults)
+    status, body = await post(client, {"name": "x"})
+    ErrorBody.model_validate(body)
+
+    document = await (await client.get("/openapi.json")).json()
+    operation = document["paths"]["/api/events"]["post"]
+    assert {"202", "207", "403", "413", "422", "503"} <= set(operation["responses"])
+    assert operation["security"] == [{"session": [], "csrfToken": []}]
+    request = document["components"]["schemas"]["EventRequest"]
+    assert request["properties"]["name"]["enum"] == [SYNC, "confluence/app.sync.completed"]
