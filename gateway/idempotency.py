@@ -36,6 +36,10 @@ attempts' events; in Redis, shared by every gateway, when `SYNCGATE_REDIS_URL` i
   out publishes that same event again (consumers dedupe it); one before that is a 503.
 
 A request without a key only builds and publishes: no hash, no store, no Redis.
+
+POST /api/events runs its client ids through the same cache and store, one event at a time,
+in scopes of their own (gateway/events_view.py): the user's id behind a prefix that no user
+id can have, so a client id never answers for an Idempotency-Key, nor the other way round.
 """
 
 from __future__ import annotations
