@@ -18,6 +18,8 @@ from pydantic import ValidationError
 
 from common.amqp import connect_with_retry, negotiated_frame_max
 from common.logs import correlation_id_var, event_id_var
+from common.management import PolicyError, keep_dead_letters, vhost_of
+from common.process import StartupError
 from common.republish import (
     ATTEMPT_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -157,6 +159,7 @@ class Runner:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=settings.prefetch)
             queue = await declare_consumer_topology(channel, settings.topology)
+            await self._keep_dead_letters(channel)
             await self._open_republisher(
                 await connection.channel(publisher_confirms=True, on_return_raises=True)
             )
@@ -173,6 +176,22 @@ class Runner:
             await self._drained.wait()
             self.consuming.clear()
         log.info("stopped; nothing is left in flight")
+
+    async def _keep_dead_letters(self, channel: AbstractChannel) -> None:
+        """On RabbitMQ 4.x, the policy that keeps `dlq list` from dropping what it reads."""
+        settings = self._settings
+        management = settings.management_url
+        try:
+            policy = await keep_dead_letters(
+                channel,
+                settings.topology,
+                management_url=management.get_secret_value() if management else None,
+                vhost=vhost_of(settings.amqp_url.get_secret_value()),
+            )
+        except PolicyError as exc:
+            raise StartupError(str(exc)) from None
+        if policy is not None:
+            log.info("policy %s in effect: no delivery limit on %s", policy.name, policy.pattern)
 
     async def _open_republisher(self, channel: AbstractChannel) -> None:
         # The default exchange routes by queue name, which is how a retry queue is addressed.

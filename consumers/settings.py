@@ -23,6 +23,10 @@ class ConsumerSettings(BaseSettings):
     queue: str = _DEFAULT.queue
     binding: str = _DEFAULT.binding
     dead_letter_exchange: str = _DEFAULT.dead_letter_exchange
+    # The broker's management API (http://user:password@host:15672/), which on RabbitMQ 4.x
+    # sets the policy that lifts the DLQ's and the unrouted queue's delivery limit
+    # (common.broker_version); unused on 3.x. A secret: the URL carries a password.
+    management_url: SecretStr | None = None
     prefetch: int = Field(default=64, ge=1, le=65535)
     max_attempts: int = Field(default=_DEFAULT.max_attempts, ge=1, le=20)
     retry_base_delay: float = Field(default=_DEFAULT.retry_base_delay, gt=0)

@@ -12,15 +12,19 @@ from common.stores.idempotency import IdempotencyStore
 from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.audit import AuditTrail
 from gateway.csrf import csrf_middleware
+from gateway.dead_letters import OperatorQueues
 from gateway.events_view import routes as events_routes
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
     APP_SETTINGS,
+    AUDIT,
     CLOCK,
     IDEMPOTENCY,
     LOGIN_LIMITS,
     METRICS,
+    OPERATOR_QUEUES,
     PUBLISHER,
     REVOCATIONS,
     RUNS,
@@ -33,6 +37,7 @@ from gateway.login_limits import LoginLimits
 from gateway.metrics import GatewayMetrics, metrics_middleware, metrics_view
 from gateway.middlewares import error_middleware, request_id_middleware
 from gateway.openapi import setup_openapi
+from gateway.operator_views import routes as operator_routes
 from gateway.page import setup_page
 from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
@@ -56,6 +61,7 @@ def create_app(
     metrics: GatewayMetrics,
     idempotency: IdempotencyStore,
     login_failures: LoginFailureStore,
+    operator_queues: OperatorQueues,
     clock: Clock = time.time,
 ) -> web.Application:
     """Build the gateway around what it is given: `gateway/bootstrap.py` gives it the broker's
@@ -63,7 +69,8 @@ def create_app(
     and login failures (in memory, or in Redis); tests give fakes or the memory stores.
 
     The publisher, the revocations, the run reader and the two stores are started with the
-    app and closed at its shutdown.
+    app and closed at its shutdown. `operator_queues` are the DLQ and the unrouted queue the
+    operators' DLQ page reads (gateway/dead_letters.py).
     """
     install_client_fault_filter()
     if settings.cookie_secure and not settings.origins:
@@ -113,6 +120,10 @@ def create_app(
     app.add_routes(routes)
     app.add_routes(events_routes)
     app.add_routes(runs_routes)
+    app[OPERATOR_QUEUES] = operator_queues
+    app.cleanup_ctx.append(cleanup_ctx(operator_queues))
+    app[AUDIT] = AuditTrail()
+    app.add_routes(operator_routes)
     add_get(app, "/metrics", metrics_view(metrics))
     setup_page(app)
     # It documents the routes above (each needs its entry in gateway/openapi.py).

@@ -40,6 +40,18 @@ class CsrfFailed(GatewayError):
     code = "csrf_failed"
 
 
+class Forbidden(GatewayError):
+    """Signed in, but without the role this route needs (the DLQ page's: operator)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
 class TooManyAttempts(GatewayError):
     """Too many failed logins for this account or address; try again after `retry_after`."""
 

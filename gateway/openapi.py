@@ -26,16 +26,22 @@ from gateway.events_view import EventsRequest
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.keys import SETTINGS
-from gateway.page import STATIC_DIR
+from gateway.operator_views import DiscardRequest, ReplayRequest
+from gateway.page import STATIC_DIR, SWAGGER_UI_DIR, SWAGGER_UI_FILES, static_files
 from gateway.responses import (
+    AuditTrailBody,
     BatchResults,
     CsrfTokenResponse,
+    DeadLetterBody,
     ErrorBody,
     EventsAccepted,
     Health,
     LoggedOut,
     LoginResponse,
+    OperatorOutcome,
+    QueuePage,
     Readiness,
+    ReplayResult,
     RunStatus,
     SessionResponse,
     SyncAccepted,
@@ -104,6 +110,7 @@ _SIGNED_IN = {
     ),
 }
 _CSRF = {403: Answer("Another site's origin, or no valid X-CSRF-Token.")}
+_OPERATOR = {403: Answer("Signed in without the operator role (or, on a POST, a CSRF failure).")}
 _BODY = {
     400: Answer(
         "Not JSON, bad UTF-8, a charset other than UTF-8, past the JSON limits, or a compressed"
@@ -262,6 +269,80 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_ANY,
         },
     ),
+    ("GET", "/api/operator/queues/{queue}"): Operation(
+        summary="A page of the DLQ (`dlq`) or the unrouted queue (`unrouted`), oldest first",
+        description="Operators only. `?page=N` (50 a page); reads at most"
+        " SYNCGATE_DLQ_READ_DEPTH messages from the head and hands them all back.",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The page.", QueuePage),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue here, or it does not exist on the broker."),
+            422: Answer("page is not a whole number from 1."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("GET", "/api/operator/queues/{queue}/events/{event_id}"): Operation(
+        summary="One dead-lettered event with its body",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The event and its body.", DeadLetterBody),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue, or no such event within the read depth."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("POST", "/api/operator/queues/{queue}/replay"): Operation(
+        summary="Replay one event, a selection, or all of them",
+        description="Each copy is confirmed by the broker before the event leaves the queue;"
+        " `all` replays the count at the start, never in a loop. Every event is audited.",
+        auth="session+csrf",
+        body=ReplayRequest,
+        body_required=True,
+        tag="operator",
+        answers={
+            200: Answer("What was replayed and what stayed, per event.", ReplayResult),
+            **_BODY,
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue here."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("POST", "/api/operator/queues/{queue}/discard"): Operation(
+        summary="Remove one event for good, after its id is typed again in `confirm`",
+        auth="session+csrf",
+        body=DiscardRequest,
+        body_required=True,
+        tag="operator",
+        answers={
+            200: Answer("Discarded (and audited).", OperatorOutcome),
+            **_BODY,
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue, or no such event in it."),
+            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("GET", "/api/operator/audit"): Operation(
+        summary="The audit trail of replays and discards, newest first",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The entries this gateway process keeps.", AuditTrailBody),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            **_ANY,
+        },
+    ),
     ("GET", "/healthz"): Operation(
         summary="The process is up",
         tag="operations",
@@ -282,6 +363,9 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         answers={200: Answer("The text exposition format.", None, "text/plain"), **_ANY},
     ),
     ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_ANY}),
+    ("GET", "/operator"): Operation(
+        summary="The operators' DLQ page", tag="pages", answers={200: _HTML, **_ANY}
+    ),
     ("GET", "/static/{filename}"): Operation(
         summary="The web page's files",
         tag="pages",
@@ -297,7 +381,30 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         answers={200: Answer("OpenAPI 3.1.", None, JSON), **_ANY},
     ),
     ("GET", "/docs"): Operation(
-        summary="This document, for people", tag="pages", answers={200: _HTML, **_ANY}
+        summary="This document, for people: Swagger UI", tag="pages", answers={200: _HTML, **_ANY}
+    ),
+    ("GET", "/asyncapi"): Operation(
+        summary="The AsyncAPI document of the events, for people",
+        tag="pages",
+        answers={200: _HTML, **_ANY},
+    ),
+    ("GET", "/asyncapi/assets/{filename}"): Operation(
+        summary="The AsyncAPI viewer's own files (@asyncapi/react-component)",
+        tag="pages",
+        answers={
+            200: Answer("The file.", None, "*/*"),
+            404: Answer("No such file."),
+            **_ANY,
+        },
+    ),
+    ("GET", "/docs/assets/{filename}"): Operation(
+        summary="Swagger UI's own files, from the swagger-ui-py package",
+        tag="pages",
+        answers={
+            200: Answer("The file.", None, "*/*"),
+            404: Answer("No such file."),
+            **_ANY,
+        },
     ),
 }
 
@@ -480,9 +587,10 @@ def build_document(app: web.Application) -> dict[str, Any]:
     }
 
 
+# Swagger UI's stylesheet draws its icons as data: SVG images; nothing else is loosened.
 _DOCS_CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
 
@@ -508,3 +616,4 @@ def setup_openapi(app: web.Application) -> None:
 
     add_get(app, "/openapi.json", openapi_json)
     add_get(app, "/docs", docs)
+    add_get(app, "/docs/assets/{filename}", static_files(SWAGGER_UI_DIR, only=SWAGGER_UI_FILES))

@@ -15,7 +15,7 @@ from common.stores.backends import RedisOptions
 from common.stores.login_failures import LockoutPolicy
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
-from common.topology import EventsTopology
+from common.topology import ConsumerTopology, EventsTopology
 
 
 def parse_session_keys(raw: str) -> list[str]:
@@ -44,6 +44,12 @@ class GatewaySettings(BaseSettings):
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "syncgate.events"
     unrouted_exchange: str = "syncgate.unrouted"
+    # The consumer's work queue (the consumer's SYNCGATE_QUEUE): its DLQ, `<queue>.dlq`, is
+    # what the operators' DLQ page reads.
+    queue: str = ConsumerTopology().queue
+    # How many messages from the head of a queue the DLQ page reads at most (basic.get has no
+    # offset: a page reads every message before it). What lies deeper is counted, not shown.
+    dlq_read_depth: int = Field(default=500, ge=1, le=10_000)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     # SO_REUSEPORT, so several gateway processes can share one port (the kernel spreads
