@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +208,9 @@ def topology_check(definitions_file: Path) -> None:
 @cli.group()
 def dlq() -> None:
     """Look into the consumer's dead-letter queue and replay what is in it (SYNCGATE_* settings)."""
+    # aiormq logs every refused connection as an ERROR; with several nodes in SYNCGATE_AMQP_URL
+    # a dead one is tried and passed over, and if none answers, the error names each of them.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
 
 
 @dlq.command("list")

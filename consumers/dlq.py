@@ -13,9 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
-import aio_pika
-
-from common.amqp import connection_name
+from common.amqp import BrokerUnreachable, connect_once
 from common.dead_letters import DeadLetter, DeadLetterError, DeadLetters, describe
 from consumers.settings import ConsumerSettings
 
@@ -28,14 +26,12 @@ class DeadLetterQueue:
     @staticmethod
     @contextlib.asynccontextmanager
     async def open(settings: ConsumerSettings) -> AsyncIterator[DeadLetters]:
-        url = settings.amqp_url.get_secret_value()
         try:
-            # A plain connection: an operator's command should fail, not wait for a broker.
-            connection = await aio_pika.connect(
-                url, timeout=10, client_properties={"connection_name": connection_name("dlq")}
-            )
-        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
-            raise DeadLetterError(f"cannot reach the broker: {exc or type(exc).__name__}") from None
+            # A plain connection to the first node that answers: an operator's command should
+            # fail, not wait for a broker.
+            connection = await connect_once(settings.amqp_url.get_secret_value(), "dlq")
+        except BrokerUnreachable as exc:
+            raise DeadLetterError(f"cannot reach the broker: {exc}") from None
         async with connection:
             yield DeadLetters(
                 connection,

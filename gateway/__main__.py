@@ -17,6 +17,7 @@ def main() -> None:
     """Serve the gateway until SIGTERM or SIGINT; StartupError if it cannot start."""
     settings = load_settings(GatewaySettings)
     configure_logging(settings.log_format, settings.log_level)
+    settings.configure_tracing("syncgate-gateway")
     try:
         app = build_app(settings)
     except (AppSettingsError, UsersFileError) as exc:

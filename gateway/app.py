@@ -12,7 +12,9 @@ from common.stores.idempotency import IdempotencyStore
 from common.stores.login_failures import LoginFailureStore
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.asyncapi import setup_asyncapi
 from gateway.audit import AuditTrail
+from gateway.client_address import client_address_middleware
 from gateway.csrf import csrf_middleware
 from gateway.dead_letters import OperatorQueues
 from gateway.events_view import routes as events_routes
@@ -35,7 +37,7 @@ from gateway.keys import (
 from gateway.lifecycle import cleanup_ctx
 from gateway.login_limits import LoginLimits
 from gateway.metrics import GatewayMetrics, metrics_middleware, metrics_view
-from gateway.middlewares import error_middleware, request_id_middleware
+from gateway.middlewares import error_middleware, request_id_middleware, tracing_middleware
 from gateway.openapi import setup_openapi
 from gateway.operator_views import routes as operator_routes
 from gateway.page import setup_page
@@ -43,6 +45,7 @@ from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
 from gateway.routing import add_get, seal
 from gateway.runs_view import routes as runs_routes
+from gateway.schema_files import setup_schemas
 from gateway.server_log import install_client_fault_filter
 from gateway.sessions import session_storage
 from gateway.settings import GatewaySettings
@@ -95,10 +98,16 @@ def create_app(
     app.cleanup_ctx.append(cleanup_ctx(runs))
     # Outermost first; see gateway/middlewares.py for why this order.
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
+    if settings.proxies:
+        # First: every middleware and view after it sees the client's address as
+        # request.remote (from a trusted proxy's forwarding header). No proxy, no middleware.
+        app.middlewares.append(client_address_middleware(settings.proxies))
     app.middlewares.extend(
         [
             # Counts every request by its final status, the 500s request_id_middleware makes too.
             metrics_middleware(metrics),
+            # The server span, around all the rest: the request's log line is in it.
+            tracing_middleware,
             request_id_middleware,
             session_middleware(session_storage(app)),
             error_middleware,
@@ -126,6 +135,8 @@ def create_app(
     app.add_routes(operator_routes)
     add_get(app, "/metrics", metrics_view(metrics))
     setup_page(app)
+    setup_schemas(app)
+    setup_asyncapi(app)
     # It documents the routes above (each needs its entry in gateway/openapi.py).
     setup_openapi(app)
     # Last: the route for every request no route above matches.

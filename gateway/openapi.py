@@ -66,6 +66,8 @@ class Answer:
     model: type[BaseModel] | None = ErrorBody
     media_type: str = JSON
     headers: tuple[str, ...] = ()
+    schema: Mapping[str, Any] | None = None
+    """The body's schema where there is no model (default: a string)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,6 +377,34 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_ANY,
         },
     ),
+    ("GET", "/schemas/{file}"): Operation(
+        summary="The JSON Schema of a registered event",
+        description=(
+            "Each message's `cloudEvents:dataschema` header points here when "
+            "SYNCGATE_PUBLIC_BASE_URL is set. Only the registered files are served, e.g. "
+            "`confluence.app.sync.v1.schema.json`."
+        ),
+        tag="events",
+        answers={
+            200: Answer(
+                "The schema (JSON Schema 2020-12).",
+                None,
+                "application/schema+json",
+                schema={"type": "object"},
+            ),
+            404: Answer("No registered schema has this name."),
+            **_ANY,
+        },
+    ),
+    ("GET", "/asyncapi.json"): Operation(
+        summary="The AsyncAPI 3.0 document of the events syncgate publishes",
+        description=(
+            "Generated from the event registry: the exchanges, every routing key, the message"
+            " schemas, the CloudEvents and trace headers, and the AMQP bindings."
+        ),
+        tag="events",
+        answers={200: Answer("AsyncAPI 3.0.", None, JSON, schema={"type": "object"}), **_ANY},
+    ),
     ("GET", "/openapi.json"): Operation(
         summary="This document",
         tag="pages",
@@ -497,7 +527,10 @@ def _response(answer: Answer, refs: Refs) -> dict[str, Any]:
             (name, RESPONSE_HEADERS[name]) for name in ("X-Request-Id", *answer.headers)
         )
     }
-    schema = {"type": "string"} if answer.model is None else refs[answer.model, "serialization"]
+    if answer.model is not None:
+        schema = refs[answer.model, "serialization"]
+    else:
+        schema = dict(answer.schema) if answer.schema is not None else {"type": "string"}
     return {
         "description": answer.description,
         "headers": headers,

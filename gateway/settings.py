@@ -10,12 +10,16 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.amqp import broker_nodes
+from common.cloudevents import DEFAULT_SOURCE, EventSource, absolute_uri, public_base_url
 from common.logs import LogFormat
 from common.stores.backends import RedisOptions
 from common.stores.login_failures import LockoutPolicy
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
 from common.topology import ConsumerTopology, EventsTopology
+from common.tracing import TraceSettings
+from gateway.client_address import TrustedProxies, parse_trusted_proxies
 
 
 def parse_session_keys(raw: str) -> list[str]:
@@ -34,13 +38,15 @@ def parse_session_keys(raw: str) -> list[str]:
     return keys
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(TraceSettings, BaseSettings):
     # hide_input_in_errors: a ValidationError never quotes a value (a session key, a URL with
     # its password), wherever it is printed or logged.
     model_config = SettingsConfigDict(
         env_prefix="SYNCGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
+    # One node's URL, or a cluster's, comma-separated: common/amqp.py connects to the first
+    # that answers and fails over round robin. A secret: a URL may carry a password.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "syncgate.events"
     unrouted_exchange: str = "syncgate.unrouted"
@@ -85,6 +91,11 @@ class GatewaySettings(BaseSettings):
     events_max_batch: int = Field(default=100, ge=1, le=10_000)
     events_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
+    # The load balancers (addresses or networks, comma-separated: "10.0.0.5, 10.1.0.0/16")
+    # whose Forwarded or X-Forwarded-For header names the client (gateway/client_address.py).
+    # Empty: trust nobody, and the client is the TCP peer.
+    trusted_proxies: str = ""
+
     # Security (see README "Security"). Origins allowed to send state-changing requests, comma-
     # separated (e.g. "https://app.example.com"); empty means only the gateway's own origin.
     allowed_origins: str = ""
@@ -112,8 +123,41 @@ class GatewaySettings(BaseSettings):
     # a few serve thousands of requests a second; a burst waits for one (within the timeout).
     redis_max_connections: int = Field(default=16, ge=1)
 
+    # CloudEvents (common/cloudevents.py): the `source` attribute of every event published here,
+    # an absolute URI naming this deployment's gateway.
+    cloudevents_source: str = DEFAULT_SOURCE
+    # The gateway's public URL (e.g. "https://sync.example.com", or with the path prefix a
+    # proxy serves it under): every event's `dataschema` is <it>/schemas/<file>, served by
+    # GET /schemas/{file}. Unset: `dataschema` is urn:syncgate:schema:<file> (EventSource says
+    # why it is never guessed).
+    public_base_url: str | None = None
+
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+
+    @field_validator("cloudevents_source")
+    @classmethod
+    def _source_is_a_uri(cls, value: str) -> str:
+        return absolute_uri(value)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # an empty value, as compose passes an unset variable, is none
+        return public_base_url(value.strip())
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_nodes(cls, value: SecretStr) -> SecretStr:
+        broker_nodes(value.get_secret_value())  # the message never quotes the value
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)
+        return value
 
     @field_validator("session_keys")
     @classmethod
@@ -177,9 +221,17 @@ class GatewaySettings(BaseSettings):
         return parse_session_keys(self.session_keys.get_secret_value())
 
     @cached_property
+    def proxies(self) -> TrustedProxies:
+        return parse_trusted_proxies(self.trusted_proxies)
+
+    @cached_property
     def origins(self) -> frozenset[str]:
         origins = (origin.strip().rstrip("/") for origin in self.allowed_origins.split(","))
         return frozenset(origin for origin in origins if origin)
+
+    @property
+    def event_source(self) -> EventSource:
+        return EventSource.of(self.cloudevents_source, self.public_base_url)
 
     @property
     def topology(self) -> EventsTopology:

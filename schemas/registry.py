@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pydantic import BaseModel
 
-from schemas.events import ConfluenceAppSync
+from schemas.events import ConfluenceAppSync, EventUser
 from schemas.sync_completed import ConfluenceAppSyncCompleted
 
 
@@ -27,6 +27,8 @@ class Event(Protocol):
     def v(self) -> str: ...
     @property
     def ts(self) -> int: ...
+    @property
+    def user(self) -> EventUser: ...
 
     def model_dump_json(self) -> str: ...
 

@@ -187,3 +187,42 @@ async def test_the_api_docs_try_it_out_with_the_session_and_nothing_from_elsewhe
     assert off_host == []
     assert console_errors == []
     await context.close()
+
+
+async def test_the_asyncapi_viewer_draws_the_events_with_nothing_from_elsewhere(
+    aiohttp_server: AiohttpServer,
+    make_settings: Callable[..., GatewaySettings],
+    names: BrokerNames,
+    browser: Browser,
+) -> None:
+    settings = make_settings(**names.gateway_overrides())
+    server: TestServer = await aiohttp_server(build_app(settings))
+    base_url = str(server.make_url("")).rstrip("/")
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    off_host: list[str] = []
+
+    async def only_this_host(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            await route.continue_()
+        else:
+            off_host.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", only_this_host)
+    page = await context.new_page()
+    console_errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            console_errors.append(message.text)
+
+    page.on("console", on_console)
+    await page.goto(f"{base_url}/asyncapi")
+    # The viewer parsed the document (the parser runs in the page) and drew its operations.
+    await expect(page.locator("#asyncapi")).to_contain_text("confluence.app.sync", timeout=WAIT_MS)
+    await expect(page.locator("#asyncapi")).not_to_contain_text("Error", timeout=1000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "browser-asyncapi.png", full_page=True)
+    assert off_host == []
+    assert console_errors == []
+    await context.close()
