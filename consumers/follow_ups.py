@@ -33,11 +33,15 @@ from typing import Protocol
 import aio_pika
 from aio_pika.abc import AbstractMessage
 
-from schemas.registry import Event, routing_key_for
+from common.cloudevents import EventSource, attribute_headers
+from schemas.registry import REGISTRY, Event, routing_key_for
 
 log = logging.getLogger(__name__)
 
 APP_ID = "syncgate-consumer"
+# The CloudEvents `source` of the consumer's events; `dataschema` names the schema file by URN
+# (the gateway serves the files at GET /schemas/{file}, under its own public base URL).
+SOURCE = EventSource(source="urn:syncgate:consumer")
 FIRST_PAUSE = 0.2
 
 
@@ -50,12 +54,21 @@ class Exchange(Protocol):
 
 
 def follow_up_message(event: Event, *, correlation_id: str | None) -> aio_pika.Message:
-    """The message for `event`, with the properties the gateway's messages have."""
+    """The message for `event`, with the properties and CloudEvents headers that the
+    gateway's messages have."""
+    ce = attribute_headers(
+        SOURCE,
+        event_id=str(event.id),
+        name=event.name,
+        ts=event.ts,
+        subject=event.user.id,
+        schema_file_name=REGISTRY.resolve(event.name, event.v).schema_file_name,
+    )
     return aio_pika.Message(
         event.model_dump_json().encode(),
         content_type="application/json",
         content_encoding="utf-8",
-        headers={"v": event.v},
+        headers={"v": event.v, **ce},
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         message_id=str(event.id),
         correlation_id=correlation_id,

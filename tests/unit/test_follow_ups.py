@@ -11,6 +11,7 @@ import orjson
 import pytest
 from aio_pika.abc import AbstractMessage
 
+from common.cloudevents import event_time
 from common.stores.runs_sqlite import BatchedRunStore, SqliteRunReader
 from consumers.bootstrap import HANDLERS
 from consumers.handlers import Deps
@@ -103,7 +104,18 @@ async def test_a_recorded_sync_is_announced_after_its_commit_and_before_its_ack(
     assert message.message_id == completed.id
     assert message.type == "confluence/app.sync.completed"
     assert message.correlation_id == delivery.correlation_id
-    assert message.headers == {"v": "1"}
+    assert message.headers == {
+        "v": "1",
+        "cloudEvents:specversion": "1.0",
+        "cloudEvents:id": completed.id,
+        "cloudEvents:source": "urn:syncgate:consumer",
+        "cloudEvents:type": "confluence/app.sync.completed",
+        "cloudEvents:time": event_time(completed.ts),
+        "cloudEvents:dataschema": (
+            "urn:syncgate:schema:confluence.app.sync.completed.v1.schema.json"
+        ),
+        "cloudEvents:subject": "u-ada",
+    }
     assert message.content_type == "application/json"
     assert orjson.loads(message.body)["name"] == "confluence/app.sync.completed"
     assert count(metrics, "confirmed") == 1
