@@ -15,8 +15,10 @@ from gateway.app_settings import AppSettingsProvider
 from gateway.asyncapi import setup_asyncapi
 from gateway.audit import AuditTrail
 from gateway.client_address import client_address_middleware
+from gateway.connections import connection_middleware
 from gateway.csrf import csrf_middleware
 from gateway.dead_letters import OperatorQueues
+from gateway.deadlines import InFlight
 from gateway.events_view import routes as events_routes
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
@@ -24,6 +26,7 @@ from gateway.keys import (
     AUDIT,
     CLOCK,
     IDEMPOTENCY,
+    IN_FLIGHT,
     LOGIN_LIMITS,
     METRICS,
     OPERATOR_QUEUES,
@@ -49,6 +52,7 @@ from gateway.schema_files import setup_schemas
 from gateway.server_log import install_client_fault_filter
 from gateway.sessions import session_storage
 from gateway.settings import GatewaySettings
+from gateway.shedding import LoadShedder
 from gateway.users import UserStore
 from gateway.views import routes
 
@@ -91,6 +95,8 @@ def create_app(
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[CLOCK] = clock
+    # Read by the connections too (gateway/connections.py), to refuse before any parsing.
+    app[IN_FLIGHT] = in_flight = InFlight(settings.max_in_flight)
     # Both files are read now, so a missing or invalid one stops start-up with its reason.
     app[USERS] = UserStore(settings.users_file)
     app[APP_SETTINGS] = AppSettingsProvider(settings.app_settings_file)
@@ -98,14 +104,19 @@ def create_app(
     app.cleanup_ctx.append(cleanup_ctx(runs))
     # Outermost first; see gateway/middlewares.py for why this order.
     # csrf_middleware reads the session and raises domain errors, so it comes after both.
+    # Tells the connection its request's headers are in (the header deadline stops).
+    app.middlewares.append(connection_middleware)
     if settings.proxies:
-        # First: every middleware and view after it sees the client's address as
+        # Then every middleware and view after it sees the client's address as
         # request.remote (from a trusted proxy's forwarding header). No proxy, no middleware.
         app.middlewares.append(client_address_middleware(settings.proxies))
     app.middlewares.extend(
         [
             # Counts every request by its final status, the 500s request_id_middleware makes too.
             metrics_middleware(metrics),
+            # Sheds load before any session or body work: over SYNCGATE_MAX_IN_FLIGHT, or past
+            # the handling deadline, 503 with Retry-After.
+            LoadShedder(settings, metrics, in_flight).middleware(),
             # The server span, around all the rest: the request's log line is in it.
             tracing_middleware,
             request_id_middleware,

@@ -160,3 +160,33 @@ class StoreUnavailable(GatewayError):
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class BodyTimeout(GatewayError):
+    """The body did not arrive within SYNCGATE_BODY_TIMEOUT of its headers. Nothing was
+    published; the connection is closed after the answer."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class Overloaded(GatewayError):
+    """SYNCGATE_MAX_IN_FLIGHT requests are being handled already: refused before any work, so
+    the client may retry after `retry_after`."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class DeadlineExceeded(GatewayError):
+    """The request's time in the gateway passed the publish deadline plus its margin: its
+    handling was stopped; retry after `retry_after` (with the same Idempotency-Key)."""
+
+    status = 503
+    code = "deadline_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})

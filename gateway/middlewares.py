@@ -1,7 +1,10 @@
 """Request ids and error rendering.
 
 The order, outermost first, is deliberate (see app.py):
-0. with SYNCGATE_TRUSTED_PROXIES set, gateway/client_address.py: request.remote is the client;
+0. gateway/connections.py: the request's headers are in, so the header deadline stops; then,
+   with SYNCGATE_TRUSTED_PROXIES set, gateway/client_address.py: request.remote is the client;
+   the metrics middleware, which counts every answer; gateway/shedding.py, which sheds load
+   before any work below it;
 1. tracing_middleware: the request's server span, which every other span of it is under;
 2. request_id_middleware: names the request, logs it, and is the last resort for a bug;
 3. the aiohttp-session middleware: saves (or clears) the cookie, on error responses too;

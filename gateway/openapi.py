@@ -99,6 +99,13 @@ RESPONSE_HEADERS = {
     "Set-Cookie": Header("The session cookie."),
 }
 
+# Every route but the probes and /metrics may shed load (gateway/shedding.py).
+_SHEDDING = (
+    "the gateway is shedding load (`overloaded`: too many requests in flight or connections"
+    " open), or the request passed its deadline (`deadline_exceeded`)"
+)
+_SHED = {503: Answer(f"{_SHEDDING[0].upper()}{_SHEDDING[1:]}; retry.", headers=("Retry-After",))}
+
 # The answers most routes share.
 _ANY = {
     417: Answer("An Expect header other than 100-continue."),
@@ -107,7 +114,7 @@ _ANY = {
 _SIGNED_IN = {
     401: Answer("No session, or a bad, forged or expired one."),
     503: Answer(
-        "The gateway has not yet loaded the logged-out sessions; retry.",
+        f"The gateway has not yet loaded the logged-out sessions, or {_SHEDDING}; retry.",
         headers=("Retry-After",),
     ),
 }
@@ -117,6 +124,10 @@ _BODY = {
     400: Answer(
         "Not JSON, bad UTF-8, a charset other than UTF-8, past the JSON limits, or a compressed"
         " body that does not decode or is cut short."
+    ),
+    408: Answer(
+        "The body did not arrive within SYNCGATE_BODY_TIMEOUT of its headers"
+        " (`request_timeout`); nothing was done, and the connection is closed."
     ),
     413: Answer("The body is over SYNCGATE_MAX_BODY_BYTES (once inflated, too)."),
     415: Answer(
@@ -145,8 +156,8 @@ _SYNC = Operation(
         **_CSRF,
         503: Answer(
             "The broker did not confirm in time (`broker_unavailable`), the store of "
-            "Idempotency-Keys did not answer (`store_unavailable`, only with a key), or "
-            "sessions are still loading; retry.",
+            "Idempotency-Keys did not answer (`store_unavailable`, only with a key), "
+            f"sessions are still loading, or {_SHEDDING}; retry.",
             headers=("Retry-After",),
         ),
         **_ANY,
@@ -224,7 +235,8 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_CSRF,
             429: Answer("Too many failed logins; wait.", headers=("Retry-After",)),
             503: Answer(
-                "The store of login limits did not answer (`store_unavailable`); retry.",
+                f"The store of login limits did not answer (`store_unavailable`), or {_SHEDDING};"
+                " retry.",
                 headers=("Retry-After",),
             ),
             **_ANY,
@@ -267,7 +279,10 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             200: Answer("Pending, or handled with its times.", RunStatus),
             404: Answer("The id is not a UUID."),
             **_SIGNED_IN,
-            503: Answer("The run store cannot be read, or sessions are still loading."),
+            503: Answer(
+                f"The run store cannot be read, sessions are still loading, or {_SHEDDING}.",
+                headers=("Retry-After",),
+            ),
             **_ANY,
         },
     ),
@@ -283,7 +298,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_OPERATOR,
             404: Answer("No such queue here, or it does not exist on the broker."),
             422: Answer("page is not a whole number from 1."),
-            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
             **_ANY,
         },
     ),
@@ -296,7 +311,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_SIGNED_IN,
             **_OPERATOR,
             404: Answer("No such queue, or no such event within the read depth."),
-            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
             **_ANY,
         },
     ),
@@ -314,7 +329,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_SIGNED_IN,
             **_OPERATOR,
             404: Answer("No such queue here."),
-            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
             **_ANY,
         },
     ),
@@ -330,7 +345,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_SIGNED_IN,
             **_OPERATOR,
             404: Answer("No such queue, or no such event in it."),
-            503: Answer("The broker cannot be reached.", headers=("Retry-After",)),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
             **_ANY,
         },
     ),
@@ -364,9 +379,11 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         tag="operations",
         answers={200: Answer("The text exposition format.", None, "text/plain"), **_ANY},
     ),
-    ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_ANY}),
+    ("GET", "/"): Operation(
+        summary="The web page", tag="pages", answers={200: _HTML, **_SHED, **_ANY}
+    ),
     ("GET", "/operator"): Operation(
-        summary="The operators' DLQ page", tag="pages", answers={200: _HTML, **_ANY}
+        summary="The operators' DLQ page", tag="pages", answers={200: _HTML, **_SHED, **_ANY}
     ),
     ("GET", "/static/{filename}"): Operation(
         summary="The web page's files",
@@ -374,6 +391,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         answers={
             200: Answer("The file.", None, "*/*"),
             404: Answer("No such file."),
+            **_SHED,
             **_ANY,
         },
     ),
@@ -408,15 +426,17 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
     ("GET", "/openapi.json"): Operation(
         summary="This document",
         tag="pages",
-        answers={200: Answer("OpenAPI 3.1.", None, JSON), **_ANY},
+        answers={200: Answer("OpenAPI 3.1.", None, JSON), **_SHED, **_ANY},
     ),
     ("GET", "/docs"): Operation(
-        summary="This document, for people: Swagger UI", tag="pages", answers={200: _HTML, **_ANY}
+        summary="This document, for people: Swagger UI",
+        tag="pages",
+        answers={200: _HTML, **_SHED, **_ANY},
     ),
     ("GET", "/asyncapi"): Operation(
         summary="The AsyncAPI document of the events, for people",
         tag="pages",
-        answers={200: _HTML, **_ANY},
+        answers={200: _HTML, **_SHED, **_ANY},
     ),
     ("GET", "/asyncapi/assets/{filename}"): Operation(
         summary="The AsyncAPI viewer's own files (@asyncapi/react-component)",

@@ -85,6 +85,26 @@ class GatewaySettings(TraceSettings, BaseSettings):
     idempotency_max_keys: int = Field(default=100_000, ge=1)
     idempotency_max_attempt_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Time and room for clients (README "Slow clients and overload"); aiohttp bounds none of
+    # them. The request line and headers must be in within header_timeout of the request's
+    # first byte (of the connection's opening, for its first request); else the connection is
+    # closed after a 408. A body must be in within body_timeout of its headers: else 408.
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    # Open connections per gateway process; one more is answered 503 and closed at once. The
+    # process raises its own RLIMIT_NOFILE soft limit to fit them (gateway/connections.py).
+    max_connections: int = Field(default=4096, ge=1)
+    # Requests being handled at once per process; one more answers 503 with Retry-After
+    # before any session or body work. Sized from the bench (README "Slow clients and
+    # overload"): one process's throughput is reached by 64 in flight (about 3,500 req/s on
+    # the 2-core bench machine); past that, more in flight only wait longer. 256 keeps that
+    # wait near 75 ms at full speed, and under the handling deadline on a machine 20x slower.
+    max_in_flight: int = Field(default=256, ge=1)
+    # A request's whole time in the gateway, from the start of handling (its wait for the
+    # client's body aside, which body_timeout bounds) is at most publish_deadline plus this;
+    # then 503 with Retry-After.
+    deadline_margin: float = Field(default=1.0, ge=0)
     max_json_depth: int = Field(default=32, ge=2)
     # POST /api/events: a batch holds at most this many events, in a body of at most this
     # many bytes (once inflated): its own limit, above the 64 KiB of every other route.
@@ -232,6 +252,11 @@ class GatewaySettings(TraceSettings, BaseSettings):
     @property
     def event_source(self) -> EventSource:
         return EventSource.of(self.cloudevents_source, self.public_base_url)
+
+    @property
+    def handling_deadline(self) -> float:
+        """The bound on a request's time in the gateway (its body's arrival aside)."""
+        return self.publish_deadline + self.deadline_margin
 
     @property
     def topology(self) -> EventsTopology:

@@ -7,6 +7,7 @@ and that the image runs as a non-root user with a health check on /readyz.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -427,10 +428,25 @@ def test_the_override_adds_stores_a_second_gateway_and_consumer_and_a_balancer(
     assert added == {"postgres", "redis", "gateway-2", "consumer-2", "balancer"}
     for name in added:
         assert services(scale)[name]["profiles"] == SCALE_PROFILE, name
-    # The base services are only moved onto the stores: settings and dependencies, no more.
+    # The base services are only moved onto the stores and beside the balancer: settings,
+    # dependencies and networks, no more.
     for name in set(services(scale)) & set(services(compose)):
-        assert set(services(scale)[name]) <= {"environment", "depends_on"}, name
+        assert set(services(scale)[name]) <= {"environment", "depends_on", "networks"}, name
     assert set(scale["volumes"]) == {"postgres-data", "redis-data"}
+
+
+def test_the_gateways_trust_the_balancers_fixed_address_and_only_it(
+    scale: dict[str, Any],
+) -> None:
+    balancer = services(scale)["balancer"]["networks"]["balancer"]["ipv4_address"]
+    subnet = ipaddress.ip_network(scale["networks"]["balancer"]["ipam"]["config"][0]["subnet"])
+    assert ipaddress.ip_address(balancer) in subnet
+    for name in ("gateway", "gateway-2"):
+        service = services(scale)[name]
+        assert service["environment"]["SYNCGATE_TRUSTED_PROXIES"] == balancer, name
+        assert "balancer" in service["networks"], name
+    nginx = (ROOT / "deploy" / "nginx-scale.conf").read_text()
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
 
 
 @pytest.mark.parametrize(
