@@ -69,6 +69,18 @@ EventId = Annotated[
     Field(json_schema_extra={"pattern": EVENT_ID_PATTERN}),
 ]
 
+
+def _whole_number(value: object) -> object:
+    # JSON Schema (and JavaScript) cannot tell 60.0 from 60: both are the integer 60. Strict
+    # mode still refuses a string, a boolean and any fraction.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_whole_number)]
+"""An integer field: a JSON integer, or a number whose fraction is zero."""
+
 # Every number in `data` is within the signed 64-bit range: the gateway refuses integers past
 # it (gateway/body.py), and a JSON Schema validator reads 1e19 as the integer 10^19, so floats
 # are held to the same bounds. Integers stay exact; a consumer whose JSON parser makes every
@@ -118,7 +130,7 @@ class AppSettings(_Contract):
     spaceKeys: tuple[SpaceKey, ...] = Field(
         min_length=1, max_length=100, description="Keys of the spaces to sync."
     )
-    syncIntervalMinutes: int = Field(
+    syncIntervalMinutes: Integer = Field(
         default=60, ge=1, le=10_080, description="Minutes between scheduled syncs."
     )
     includeAttachments: bool = Field(
@@ -145,7 +157,9 @@ class ConfluenceAppSync(_Contract):
     )
     name: Literal["confluence/app.sync"]
     v: Literal["1"]
-    ts: int = Field(ge=0, description="When the gateway accepted the request, ms since the epoch.")
+    ts: Integer = Field(
+        ge=0, description="When the gateway accepted the request, ms since the epoch."
+    )
     user: EventUser
     appSettings: AppSettings
     data: EventData = Field(
