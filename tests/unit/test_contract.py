@@ -45,7 +45,7 @@ def _ecma_pattern(
         yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
 
 
-EcmaValidator = jsonschema.validators.extend(
+EcmaValidator: type[Validator] = jsonschema.validators.extend(  # type: ignore[no-untyped-call]
     jsonschema.Draft202012Validator, validators={"pattern": _ecma_pattern}
 )
 
@@ -59,7 +59,10 @@ def schema_of(event_type: EventType) -> dict[str, Any]:
 def validator_for(event_type: EventType) -> Validator:
     schema = schema_of(event_type)
     EcmaValidator.check_schema(schema)
-    return EcmaValidator(schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
+    validator: Validator = EcmaValidator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
+    return validator
 
 
 def formats_in(node: Json) -> Iterator[str]:
