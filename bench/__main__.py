@@ -6,7 +6,10 @@ import argparse
 import asyncio
 
 from bench.load import wrk_available
+from bench.profile import run_profile
+from bench.profile import table as profile_table
 from bench.runner import Plan, node_peer_installed, peer_installed, print_report, run
+from bench.scale import ScalePlan, median_rows, report, run_scale
 from bench.systems import node_peer_missing
 
 
@@ -28,10 +31,51 @@ def main() -> None:
     parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     parser.add_argument("--soak", type=float, default=0.0, metavar="SECONDS",
                         help="only a memory soak: moderate load, gateway RSS sampled")  # fmt: skip
+    parser.add_argument("--scale", action="store_true",
+                        help="only the scale-out setups: SQLite+memory, PostgreSQL+Redis, "
+                        "2 gateways + 2 consumers on the cluster (bench/scale.py)")  # fmt: skip
+    parser.add_argument("--profile", action="store_true",
+                        help="only a profile at one concurrency: py-spy on syncgate, "
+                        "--cpu-prof on the Node.js peer (bench/profile.py)")  # fmt: skip
     args = parser.parse_args()
     if args.loadgen == "wrk" and not wrk_available():
         parser.error("wrk is not installed (apt-get install wrk)")
     use_wrk = args.loadgen == "wrk" or (args.loadgen == "auto" and wrk_available())
+    if args.scale:
+        scale_plan = ScalePlan(
+            concurrency=16
+            if args.quick
+            else 64
+            if 64 in args.concurrency
+            else max(args.concurrency),
+            duration=2.0 if args.quick else args.duration,
+            rounds=1 if args.quick else args.rounds,
+            use_wrk=use_wrk,
+        )
+        medians = median_rows(asyncio.run(run_scale(scale_plan)))
+        print()
+        print(f"medians of {scale_plan.rounds} round(s), {scale_plan.duration:g}s at "
+              f"c={scale_plan.concurrency}:")  # fmt: skip
+        for line in report(medians):
+            print(line)
+        return
+    if args.profile:
+        concurrency = 16 if args.quick else 64 if 64 in args.concurrency else max(args.concurrency)
+        breakdowns = asyncio.run(
+            run_profile(
+                concurrency=concurrency,
+                duration=2.0 if args.quick else args.duration,
+                use_wrk=use_wrk,
+                prefetch=args.prefetch,
+                node_peer=not args.no_node_peer,
+            )
+        )
+        print()
+        print(f"CPU per accepted request by layer at c={concurrency} (py-spy / --cpu-prof shares "
+              "of the process's psutil CPU):")  # fmt: skip
+        for line in profile_table(breakdowns):
+            print(line)
+        return
     peer = not args.no_peer and peer_installed()
     if not args.no_peer and not peer:
         print("[bench] the peer is left out: install the bench extra (pip install -e '.[bench]')")

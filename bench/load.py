@@ -69,18 +69,29 @@ def wrk_available() -> bool:
 
 
 async def offer_load(
-    url: str, *, concurrency: int, duration: float, credentials: Credentials, use_wrk: bool
+    url: str,
+    *,
+    concurrency: int,
+    duration: float,
+    credentials: Credentials,
+    use_wrk: bool,
+    key_prefix: str = "",
 ) -> LoadResult:
+    """Load for `duration`; with `key_prefix`, each request has an Idempotency-Key of its own."""
     if use_wrk:
         threads = min(2, concurrency)
         seconds = max(1, math.ceil(duration))  # wrk takes whole seconds only
         argv = ["wrk", f"-t{threads}", f"-c{concurrency}", f"-d{seconds}s", "-s", str(WRK_SCRIPT)]
         argv += ["--timeout", "10s", url]
-        env = bench_env(BENCH_COOKIE=credentials.cookie, BENCH_CSRF=credentials.csrf_token)
+        env = bench_env(
+            BENCH_COOKIE=credentials.cookie,
+            BENCH_CSRF=credentials.csrf_token,
+            BENCH_KEY_PREFIX=key_prefix,
+        )
     else:
         argv = [PYTHON, "-m", "bench.pyload", url, f"--concurrency={concurrency}"]
         argv += [f"--duration={duration}", f"--cookie={credentials.cookie}"]
-        argv += [f"--csrf={credentials.csrf_token}"]
+        argv += [f"--csrf={credentials.csrf_token}", f"--key-prefix={key_prefix}"]
         env = bench_env()
     process = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE

@@ -2,7 +2,9 @@
 time, for a duration. Prints one JSON line like the wrk script, plus its own CPU share, so the
 table shows when the generator itself was the bottleneck.
 
-    python -m bench.pyload URL --concurrency N --duration S [--cookie C] [--csrf T]
+    python -m bench.pyload URL --concurrency N --duration S [--cookie C] [--csrf T] [--key-prefix P]
+
+With --key-prefix every request carries an Idempotency-Key of its own (`P-<n>`).
 """
 
 from __future__ import annotations
@@ -20,21 +22,24 @@ BODY = b'{"data":{"bench":true}}'
 
 
 async def run(
-    url: str, concurrency: int, duration: float, headers: dict[str, str]
+    url: str, concurrency: int, duration: float, headers: dict[str, str], key_prefix: str = ""
 ) -> dict[str, float]:
     latencies: list[float] = []
     failed = 0
+    sent = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
         loop = asyncio.get_running_loop()
         stop_at = loop.time() + duration
 
         async def one_connection() -> None:
-            nonlocal failed
+            nonlocal failed, sent
             while loop.time() < stop_at:
+                sent += 1
+                key = {"Idempotency-Key": f"{key_prefix}-{sent}"} if key_prefix else None
                 started = time.perf_counter()
                 try:
-                    async with http.post(url, data=BODY) as response:
+                    async with http.post(url, data=BODY, headers=key) as response:
                         await response.read()
                         if response.status >= 400:
                             failed += 1
@@ -62,13 +67,14 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--cookie", default="")
     parser.add_argument("--csrf", default="")
+    parser.add_argument("--key-prefix", default="")
     args = parser.parse_args()
     headers = {"Content-Type": "application/json"}
     if args.cookie:
         headers["Cookie"] = args.cookie
     if args.csrf:
         headers["X-CSRF-Token"] = args.csrf
-    result = asyncio.run(run(args.url, args.concurrency, args.duration, headers))
+    result = asyncio.run(run(args.url, args.concurrency, args.duration, headers, args.key_prefix))
     print("BENCH_JSON " + json.dumps(result), flush=True)
 
 

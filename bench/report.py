@@ -154,6 +154,69 @@ def _per_event_us(cpu: float | None, row: Row | None) -> float | None:
     return cpu / row.accepted * 1e6
 
 
+def _verdict(*checks: tuple[float | None, float | None, float, str]) -> str:
+    """PASS when every (value, floor, factor, sense) holds: sense '<=' means value <= factor *
+    floor, '>=' means value >= factor * floor; n/a when a figure is missing from this run."""
+    for value, floor, _factor, _sense in checks:
+        if value is None or not floor:
+            return "n/a"
+    ok = all(
+        (value <= factor * floor) if sense == "<=" else (value >= factor * floor)
+        for value, floor, factor, sense in checks
+        if value is not None and floor is not None
+    )
+    return "PASS" if ok else "FAIL"
+
+
+def targets(rows: Sequence[Row], *, target_c: int) -> list[str]:
+    """The performance issue's targets, each a ratio of figures of this same run, with its
+    verdict: (1) against the Node.js peer, (2) against the gateway's parts B + C - A, (3)
+    against ceiling D, (4) the broker's work against the Node.js peer's, and the FastAPI
+    peer kept at bay."""
+    sg, node, fastapi = (_find(rows, name, target_c) for name in ("syncgate", "node peer", "peer"))
+    a, b, c = (_find(rows, name, target_c) for name in ("A static", "B session", "C publish"))
+    drain, d = _find(rows, "syncgate consumer"), _find(rows, "D consume")
+
+    def us(row: Row | None, cpu: str) -> float | None:
+        return _per_event_us(_of(row, cpu), row)
+
+    parts = None
+    a_us, b_us, c_us = (us(row, "server_cpu") for row in (a, b, c))
+    if a_us is not None and b_us is not None and c_us is not None:
+        parts = b_us + c_us - a_us
+    d_us = us(d, "consumer_cpu")
+    live_us, drain_us = us(sg, "consumer_cpu"), us(drain, "consumer_cpu")
+    sg_broker, node_broker = us(sg, "broker_cpu"), us(node, "broker_cpu")
+    sg_ack, node_ack, fastapi_ack = (_of(r, "ack_rate") for r in (sg, node, fastapi))
+    sg_p99, node_p99 = _of(sg, "p99_ms"), _of(node, "p99_ms")
+    gateway_us = _of(sg, "cpu_us_per_request")
+    drain_ack, d_ack = _of(drain, "ack_rate"), _of(d, "ack_rate")
+    consumer = _verdict(
+        (drain_us, d_us, 1.3, "<="), (live_us, d_us, 1.6, "<="), (drain_ack, d_ack, 0.95, ">=")
+    )
+    return [
+        f"targets at c={target_c}, each PASS or FAIL on this run's medians (n/a: not measured):",
+        f"  (1) {_verdict((sg_ack, node_ack, 0.6, '>='), (sg_p99, node_p99, 2.0, '<='))}"
+        f"  acked/s ≥ 0.6x the Node peer: {_ratio(sg_ack, node_ack)}"
+        f" ({_fmt(sg_ack)} vs {_fmt(node_ack)}); p99 ≤ 2x: {_ratio(sg_p99, node_p99)}"
+        f" ({_fmt(sg_p99, 1)} vs {_fmt(node_p99, 1)} ms)",
+        f"  (2) {_verdict((gateway_us, parts, 1.5, '<='))}"
+        f"  gateway µs CPU/request ≤ 1.5x (B + C - A): {_ratio(gateway_us, parts)}"
+        f" ({_fmt(gateway_us)} vs {_fmt(b_us)} + {_fmt(c_us)} - {_fmt(a_us)} = {_fmt(parts)})",
+        f"  (3) {consumer}"
+        f"  consumer µs CPU/event ≤ 1.3x D on a backlog: {_ratio(drain_us, d_us)}"
+        f" ({_fmt(drain_us)} vs {_fmt(d_us)}); ≤ 1.6x live: {_ratio(live_us, d_us)}"
+        f" ({_fmt(live_us)}); backlog acks/s ≥ 0.95x D: {_ratio(drain_ack, d_ack)}"
+        f" ({_fmt(drain_ack)} vs {_fmt(d_ack)})",
+        f"  (4) {_verdict((sg_broker, node_broker, 1.15, '<='))}"
+        f"  broker µs CPU/event ≤ 1.15x the Node peer's: {_ratio(sg_broker, node_broker)}"
+        f" ({_fmt(sg_broker)} vs {_fmt(node_broker)})",
+        f"  (5) {_verdict((sg_ack, fastapi_ack, 2.5, '>='))}"
+        f"  acked/s ≥ 2.5x the FastAPI peer: {_ratio(sg_ack, fastapi_ack)}"
+        f" ({_fmt(sg_ack)} vs {_fmt(fastapi_ack)})",
+    ]
+
+
 def node_peer_comparison(rows: Sequence[Row], *, target_c: int) -> list[str]:
     """syncgate beside the Node.js peer at the target concurrency, figure by figure."""
     sg, node = _find(rows, "syncgate", target_c), _find(rows, "node peer", target_c)

@@ -265,6 +265,9 @@ def print_report(rows: list[Row], plan: Plan) -> None:
     if plan.node_peer:
         for line in report.node_peer_comparison(medians, target_c=plan.target_c):
             print(line)
+    print()
+    for line in report.targets(medians, target_c=plan.target_c):
+        print(line)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     png = report.plot(medians, RESULTS / f"p99-vs-throughput-{stamp}.png")
     print(

@@ -113,17 +113,18 @@ def bench_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-async def delete_topology(prefix: str) -> list[str]:
-    """Delete every queue and exchange whose name starts with `prefix`; returns their names."""
+async def delete_topology(prefix: str, management_url: str = MANAGEMENT_URL) -> list[str]:
+    """Delete every queue and exchange whose name starts with `prefix`, through the broker's
+    management API at `management_url`; returns their names."""
     deleted: list[str] = []
     async with aiohttp.ClientSession(headers=MANAGEMENT_AUTH) as http:
         for kind in ("queues", "exchanges"):
-            async with http.get(f"{MANAGEMENT_URL}/api/{kind}/%2F?columns=name") as response:
+            async with http.get(f"{management_url}/api/{kind}/%2F?columns=name") as response:
                 response.raise_for_status()
                 names = [item["name"] for item in await response.json()]
             for name in names:
                 if name.startswith(prefix):
-                    async with http.delete(f"{MANAGEMENT_URL}/api/{kind}/%2F/{name}") as gone:
+                    async with http.delete(f"{management_url}/api/{kind}/%2F/{name}") as gone:
                         if gone.status in (204, 404):
                             deleted.append(name)
     return deleted

@@ -8,6 +8,23 @@ if cookie and cookie ~= "" then wrk.headers["Cookie"] = cookie end
 local csrf = os.getenv("BENCH_CSRF")
 if csrf and csrf ~= "" then wrk.headers["X-CSRF-Token"] = csrf end
 
+-- BENCH_KEY_PREFIX set: every request carries an Idempotency-Key of its own (the prefix, the
+-- thread's number and a count), so the gateway's idempotency store takes part in each one.
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("thread_no", threads)
+end
+local key_prefix = os.getenv("BENCH_KEY_PREFIX")
+if key_prefix and key_prefix ~= "" then
+  local sent = 0
+  function request()
+    sent = sent + 1
+    wrk.headers["Idempotency-Key"] = key_prefix .. "-" .. tostring(thread_no) .. "-" .. sent
+    return wrk.format()
+  end
+end
+
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(

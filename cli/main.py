@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import click
 from cryptography.fernet import Fernet
@@ -74,8 +76,16 @@ def users() -> None:
     show_default=True,
     help="The users file (SYNCGATE_USERS_FILE).",
 )
-def users_add(email: str, name: str, users_file: Path) -> None:
-    """Add a user, or reset their password. The password is read from stdin or a prompt."""
+@click.option(
+    "--role",
+    type=click.Choice(["user", "operator"]),
+    default="user",
+    show_default=True,
+    help="operator: may also use the DLQ page (read, replay, discard dead-lettered events).",
+)
+def users_add(email: str, name: str, users_file: Path, role: Literal["user", "operator"]) -> None:
+    """Add a user, or reset their password and role. The password is read from stdin or a
+    prompt."""
     from gateway.users import add_user
 
     if sys.stdin.isatty():
@@ -85,10 +95,10 @@ def users_add(email: str, name: str, users_file: Path) -> None:
     if len(password) < 8:
         raise click.BadParameter("the password must have at least 8 characters")
     try:
-        record = add_user(users_file, email=email, name=name, password=password)
+        record = add_user(users_file, email=email, name=name, password=password, role=role)
     except ValidationError as exc:
         raise click.BadParameter(str(exc)) from None
-    click.echo(f"saved {record.email} (id {record.id}) in {users_file}")
+    click.echo(f"saved {record.email} (id {record.id}, {record.role}) in {users_file}")
 
 
 @cli.command()
@@ -225,6 +235,9 @@ def topology_check(definitions_file: Path) -> None:
 @cli.group()
 def dlq() -> None:
     """Look into the consumer's dead-letter queue and replay what is in it (SYNCGATE_* settings)."""
+    # aiormq logs every refused connection as an ERROR; with several nodes in SYNCGATE_AMQP_URL
+    # a dead one is tried and passed over, and if none answers, the error names each of them.
+    logging.getLogger("aiormq.connection").setLevel(logging.CRITICAL)
 
 
 @dlq.command("list")

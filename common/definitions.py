@@ -2,11 +2,12 @@
 
 RabbitMQ loads the file at boot (`management.load_definitions`, see deploy/rabbitmq.conf), so
 the queues and their policies exist, and show in the management UI, before any syncgate
-process starts. The file is not written by hand: the real declare functions run against a
-channel that only records what they declare, with the default settings, so the file cannot
-say something the code does not do. `syncgate topology check` (and a unit test) fails when
-the file is out of date; an integration test compares it with what the broker reports after
-the code declared it for real.
+process starts. The policies are those of the broker version compose.yaml runs
+(DEFINITIONS_BROKER; see common.broker_version). The file is not written by hand: the real
+declare functions run against a channel that only records what they declare, with the
+default settings, so the file cannot say something the code does not do. `syncgate topology
+check` (and a unit test) fails when the file is out of date; an integration test compares it
+with what the broker reports after the code declared it for real.
 
 A broker that loads definitions at boot skips its default `guest` user and `/` vhost, so the
 file also declares the vhost and a `syncgate` user for the local compose stack (see
@@ -25,10 +26,14 @@ from typing import Any, cast
 
 from aio_pika.abc import AbstractChannel
 
+from common.broker_version import BrokerVersion, keep_dead_letters_policy
 from common.topology import ConsumerTopology, declare_consumer_topology, declare_events_exchange
 
 DEFINITIONS_FILE = Path("definitions.json")
 VHOST = "/"
+# The broker the file is loaded into: compose.yaml's image. Its policies are that version's
+# (common.broker_version): a 3.x broker refuses the file, as it refuses `delivery-limit: -1`.
+DEFINITIONS_BROKER = BrokerVersion(4, 3, 0)
 
 # The broker user of the compose stack. Its password is in this public repository, so it is
 # for a laptop only: compose publishes the broker's ports on 127.0.0.1, and the README says
@@ -150,7 +155,9 @@ async def record_topology(topology: ConsumerTopology) -> TopologyRecorder:
 def render_definitions(topology: ConsumerTopology | None = None) -> str:
     """definitions.json's text for this topology (the production defaults unless given),
     whatever SYNCGATE_* variables this shell happens to have."""
-    recorded = asyncio.run(record_topology(topology or ConsumerTopology()))
+    topology = topology or ConsumerTopology()
+    recorded = asyncio.run(record_topology(topology))
+    policy = keep_dead_letters_policy(DEFINITIONS_BROKER, topology)
     definitions: Json = {
         "vhosts": [{"name": VHOST}],
         "users": [
@@ -166,6 +173,7 @@ def render_definitions(topology: ConsumerTopology | None = None) -> str:
         ],
         "exchanges": sorted(recorded.exchanges.values(), key=lambda e: e["name"]),
         "queues": sorted(recorded.queues.values(), key=lambda q: q["name"]),
+        "policies": [] if policy is None else [policy.as_definition(VHOST)],
         "bindings": sorted(
             recorded.bindings, key=lambda b: (b["source"], b["destination"], b["routing_key"])
         ),

@@ -57,11 +57,15 @@ def load_settings(settings_type: type[S]) -> S:
     try:
         return settings_type()
     except ValidationError as exc:
-        lines = [
-            f"  SYNCGATE_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        ]
+        lines = [f"  {_variable(err['loc'])}: {err['msg']}" for err in exc.errors()]
         raise StartupError("invalid settings:\n" + "\n".join(lines), exit_code=2) from None
+
+
+def _variable(location: tuple[int | str, ...]) -> str:
+    """The environment variable an error is about: SYNCGATE_<FIELD>, or a standard variable
+    (OTEL_TRACES_EXPORTER, say) that a field reads under its own name."""
+    name = "_".join(str(part) for part in location)
+    return name if name.isupper() else f"SYNCGATE_{name.upper()}"
 
 
 def run_main(main: Callable[[], None]) -> None:

@@ -14,6 +14,7 @@ def main() -> None:
     """Consume until SIGTERM or SIGINT, then drain; StartupError if it cannot start."""
     settings = load_settings(ConsumerSettings)
     configure_logging(settings.log_format, settings.log_level)
+    settings.configure_tracing("syncgate-consumer")
     tune_collector()
     uvloop.run(serve(settings))
 

@@ -14,10 +14,15 @@ from typing import Protocol
 
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractMessage
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic import ValidationError
 
+from common import tracing
 from common.amqp import connect_with_retry, negotiated_frame_max
 from common.logs import correlation_id_var, event_id_var
+from common.management import PolicyError, keep_dead_letters, vhost_of
+from common.process import StartupError
 from common.republish import (
     ATTEMPT_HEADER,
     DEAD_LETTERED_AT_HEADER,
@@ -41,6 +46,7 @@ from consumers.settings import ConsumerSettings
 from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 # One more than the tasks between a delivery frame and our callback starting (see `run`).
 # Not a speed trick: the SIGTERM drain depends on it. A delivery read before the cancel-ok
@@ -153,6 +159,7 @@ class Runner:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=settings.prefetch)
             queue = await declare_consumer_topology(channel, settings.topology)
+            await self._keep_dead_letters(channel)
             await self._open_republisher(
                 await connection.channel(publisher_confirms=True, on_return_raises=True)
             )
@@ -169,6 +176,22 @@ class Runner:
             await self._drained.wait()
             self.consuming.clear()
         log.info("stopped; nothing is left in flight")
+
+    async def _keep_dead_letters(self, channel: AbstractChannel) -> None:
+        """On RabbitMQ 4.x, the policy that keeps `dlq list` from dropping what it reads."""
+        settings = self._settings
+        management = settings.management_url
+        try:
+            policy = await keep_dead_letters(
+                channel,
+                settings.topology,
+                management_url=management.get_secret_value() if management else None,
+                vhost=vhost_of(settings.amqp_url.get_secret_value()),
+            )
+        except PolicyError as exc:
+            raise StartupError(str(exc)) from None
+        if policy is not None:
+            log.info("policy %s in effect: no delivery limit on %s", policy.name, policy.pattern)
 
     async def _open_republisher(self, channel: AbstractChannel) -> None:
         # The default exchange routes by queue name, which is how a retry queue is addressed.
@@ -193,8 +216,25 @@ class Runner:
         event_token = event_id_var.set(message.message_id)
         correlation_token = correlation_id_var.set(message.correlation_id)
         try:
-            decision = await self.decide(message)
-            await self.settle(message, decision)
+            # The consumer span continues the trace of the message's traceparent (the gateway's
+            # publish span), around the handler and the settlement; each attempt has its own.
+            with tracer.start_as_current_span(
+                f"process {self._settings.queue}",
+                context=tracing.extract(message.headers or {}),
+                kind=SpanKind.CONSUMER,
+                attributes={
+                    "messaging.system": "rabbitmq",
+                    "messaging.operation.name": "process",
+                    "messaging.destination.name": self._settings.queue,
+                    "messaging.rabbitmq.destination.routing_key": message.routing_key or "",
+                    "messaging.message.id": message.message_id or "",
+                },
+            ) as span:
+                decision = await self.decide(message)
+                span.set_attribute("syncgate.settlement", decision.settlement.value)
+                if decision.settlement is Settlement.DEAD_LETTER:
+                    span.set_status(Status(StatusCode.ERROR, decision.reason))
+                await self.settle(message, decision)
         except Exception:
             log.exception("could not settle the message; the broker will redeliver it")
             # If settling failed before the ack (a republish was not confirmed), hand it back

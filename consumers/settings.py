@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.amqp import broker_nodes
 from common.logs import LogFormat
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
 from common.topology import ConsumerTopology, EventsTopology
+from common.tracing import TraceSettings
 
 # The production topology's names and limits, the defaults of the settings that change them.
 _DEFAULT = ConsumerTopology()
 
 
-class ConsumerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SYNCGATE_", extra="ignore", frozen=True)
+class ConsumerSettings(TraceSettings, BaseSettings):
+    # hide_input_in_errors: a ValidationError never quotes a value (a URL with its password).
+    model_config = SettingsConfigDict(
+        env_prefix="SYNCGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
+    # One node's URL, or a cluster's, comma-separated (common/amqp.py); a secret.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = _DEFAULT.events.exchange
     unrouted_exchange: str = _DEFAULT.events.unrouted
     queue: str = _DEFAULT.queue
     binding: str = _DEFAULT.binding
     dead_letter_exchange: str = _DEFAULT.dead_letter_exchange
+    # The broker's management API (http://user:password@host:15672/), which on RabbitMQ 4.x
+    # sets the policy that lifts the DLQ's and the unrouted queue's delivery limit
+    # (common.broker_version); unused on 3.x. A secret: the URL carries a password.
+    management_url: SecretStr | None = None
     prefetch: int = Field(default=64, ge=1, le=65535)
     max_attempts: int = Field(default=_DEFAULT.max_attempts, ge=1, le=20)
     retry_base_delay: float = Field(default=_DEFAULT.retry_base_delay, gt=0)
@@ -44,6 +54,12 @@ class ConsumerSettings(BaseSettings):
 
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_nodes(cls, value: SecretStr) -> SecretStr:
+        broker_nodes(value.get_secret_value())  # the message never quotes the value
+        return value
 
     @property
     def topology(self) -> ConsumerTopology:

@@ -8,6 +8,7 @@ are checked on the result.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from gateway.keys import BUDGET
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -78,8 +80,11 @@ async def read_body(request: web.Request) -> bytes:
     # wait for bytes a client announced but may never send.
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body may be at most {limit} bytes")
+    budget = request.get(BUDGET)
     try:
-        body = await request.read()
+        # Within the body's own deadline (gateway/deadlines.py): BodyTimeout, a 408, past it.
+        async with budget.reading_body() if budget is not None else contextlib.nullcontext():
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         # Chunked bodies are counted as they arrive.
         raise PayloadTooLarge(f"the body may be at most {limit} bytes") from None

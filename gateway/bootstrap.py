@@ -15,6 +15,7 @@ from common.stores.backends import (
     open_run_reader,
 )
 from gateway.app import create_app
+from gateway.dead_letters import BrokerQueues
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import AmqpPublisher
 from gateway.revocation import StreamRevocations
@@ -43,4 +44,5 @@ def build_app(settings: GatewaySettings) -> web.Application:
             accounts=settings.account_lockout,
             addresses=settings.address_lockout,
         ),
+        operator_queues=BrokerQueues(settings),
     )

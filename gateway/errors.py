@@ -40,6 +40,18 @@ class CsrfFailed(GatewayError):
     code = "csrf_failed"
 
 
+class Forbidden(GatewayError):
+    """Signed in, but without the role this route needs (the DLQ page's: operator)."""
+
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
 class TooManyAttempts(GatewayError):
     """Too many failed logins for this account or address; try again after `retry_after`."""
 
@@ -131,6 +143,36 @@ class StoreUnavailable(GatewayError):
 
     status = 503
     code = "store_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class BodyTimeout(GatewayError):
+    """The body did not arrive within SYNCGATE_BODY_TIMEOUT of its headers. Nothing was
+    published; the connection is closed after the answer."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class Overloaded(GatewayError):
+    """SYNCGATE_MAX_IN_FLIGHT requests are being handled already: refused before any work, so
+    the client may retry after `retry_after`."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after)})
+
+
+class DeadlineExceeded(GatewayError):
+    """The request's time in the gateway passed the publish deadline plus its margin: its
+    handling was stopped; retry after `retry_after` (with the same Idempotency-Key)."""
+
+    status = 503
+    code = "deadline_exceeded"
 
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after)})

@@ -8,6 +8,9 @@ from aiohttp import web
 
 from common.stores.runs import RunReader
 from gateway.app_settings import AppSettingsProvider
+from gateway.audit import AuditTrail
+from gateway.dead_letters import OperatorQueues
+from gateway.deadlines import InFlight, RequestBudget
 from gateway.idempotency import IdempotencyCache
 from gateway.identity import SignedIn
 from gateway.login_limits import LoginLimits
@@ -29,6 +32,10 @@ REVOCATIONS = web.AppKey("revocations", RevocationList)
 LOGIN_LIMITS = web.AppKey("login_limits", LoginLimits)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 RUNS = web.AppKey("runs", RunReader)
+IN_FLIGHT = web.AppKey("in_flight", InFlight)
+OPERATOR_QUEUES: web.AppKey[OperatorQueues] = web.AppKey("operator_queues")
+AUDIT = web.AppKey("audit", AuditTrail)
 
 REQUEST_ID = web.RequestKey("request_id", str)
 SIGNED_IN = web.RequestKey("signed_in", SignedIn)
+BUDGET = web.RequestKey("budget", RequestBudget)

@@ -1,115 +1,87 @@
-"""The AMQP properties of an event message, and their encoding on the wire.
+"""The AMQP properties of an event message: what an operator sees in the management UI, and
+what consumers read, the CloudEvents attributes (common/cloudevents.py) and the trace context
+(common/tracing.py) among the headers.
 
-pamqp encodes Basic.Properties generically: for each of the fourteen properties it looks up
-the type and dispatches to an encoder. At the gateway's rate that came to about 5% of its CPU
-(py-spy, README "Benchmarks"), for a header in which three values change from one event to
-the next. EventProperties is an ordinary Basic.Properties (aiormq, aio-pika and the tests read
-its attributes as usual); only `marshal` differs. The six values an event type always has are
-encoded once per type, by pamqp itself, and the three that change (the event id, the
-correlation id and the time) are packed directly. tests/unit/test_message_properties.py
-holds the bytes to pamqp's own encoding.
+These are pamqp's own Basic.Properties, encoded by pamqp. Until 2026-12-03 they encoded
+themselves: the six values an event type always has packed once per type, and the event id,
+correlation id and time packed directly. An interleaved A/B of that against the library's
+ordinary encoding (`python -m bench.ab`, 10 pairs at c=64; README "Benchmarks") gave the
+hand-packed path a lower gateway CPU per request in 6 of the 10 pairs only (medians 775
+against 806 µs), short of the 7 that a speed trick must win to stay, so it went.
 """
 
 from __future__ import annotations
 
 import functools
-import struct
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import aio_pika
 from pamqp.commands import Basic
 
+from common.cloudevents import DEFAULT_EVENT_SOURCE, EventSource, attribute_headers
 from schemas.events import ConfluenceAppSync
+from schemas.registry import REGISTRY
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
 APP_ID = "syncgate-gateway"
 PERSISTENT = aio_pika.DeliveryMode.PERSISTENT.value
 
-# The properties packed per event, between the fixed ones (see `_fixed_parts`).
-_VARIABLE_FLAGS = (
-    Basic.Properties.flags["correlation_id"]
-    | Basic.Properties.flags["message_id"]
-    | Basic.Properties.flags["timestamp"]
-)
-_FLAGS = struct.Struct(">H")
-_SECONDS = struct.Struct(">Q")
 _SHORTSTR_MAX = 255
 
 
-@functools.cache
-def _fixed_parts(message_type: str, version: str) -> tuple[bytes, bytes, bytes]:
-    """(flags, before, after) for an event type: the flags of every property its messages
-    carry, and the encoded properties it always has, those before the correlation id and
-    those after the timestamp (AMQP fixes the order). pamqp encodes both halves."""
-    before = Basic.Properties(
-        content_type=CONTENT_TYPE,
-        content_encoding=CONTENT_ENCODING,
-        headers={"v": version},
-        delivery_mode=PERSISTENT,
-    ).marshal()
-    after = Basic.Properties(message_type=message_type, app_id=APP_ID).marshal()
-    (before_flags,), (after_flags,) = _FLAGS.unpack_from(before), _FLAGS.unpack_from(after)
-    flags = _FLAGS.pack(before_flags | after_flags | _VARIABLE_FLAGS)
-    return flags, before[_FLAGS.size :], after[_FLAGS.size :]
-
-
-def _shortstr(value: str) -> bytes:
-    encoded = value.encode()
-    if not encoded:
-        # pamqp leaves an empty property out altogether; the flags here say it is present.
+def _shortstr(value: str) -> str:
+    if not value:
+        # pamqp would leave an empty property out: an event message's ids are always there.
         raise ValueError("an event message's ids are never empty")
-    if len(encoded) > _SHORTSTR_MAX:
+    if len(value.encode()) > _SHORTSTR_MAX:
         # pamqp would raise the same only at the write, deep inside the publish.
-        raise ValueError(f"an AMQP short string holds at most 255 bytes, not {len(encoded)}")
-    return bytes((len(encoded),)) + encoded
+        raise ValueError(f"an AMQP short string holds at most 255 bytes, not {len(value.encode())}")
+    return value
 
 
-class EventProperties(Basic.Properties):
-    """The properties of one event message, encoded once when they are made.
-
-    Its attributes are set once, here, and not changed after: `marshal` returns the bytes
-    computed from them. (aiormq would set a message id only on properties without one.)
-    """
-
-    def __init__(self, event: ConfluenceAppSync, *, event_id: str, correlation_id: str) -> None:
-        super().__init__(
-            content_type=CONTENT_TYPE,
-            content_encoding=CONTENT_ENCODING,
-            headers={"v": event.v},
-            delivery_mode=PERSISTENT,
-            message_id=event_id,
-            correlation_id=correlation_id,
-            message_type=event.name,
-            # AMQP's timestamp is whole seconds; the event's own ts keeps the milliseconds.
-            timestamp=datetime.fromtimestamp(event.ts / 1000, tz=UTC),
-            app_id=APP_ID,
-        )
-        flags, before, after = _fixed_parts(event.name, event.v)
-        self._encoded = b"".join(
-            (
-                flags,
-                before,
-                _shortstr(correlation_id),
-                _shortstr(event_id),
-                _SECONDS.pack(event.ts // 1000),
-                after,
-            )
-        )
-
-    def marshal(self) -> bytes:
-        return self._encoded
+@functools.cache
+def _schema_file_name(name: str, v: str) -> str:
+    return REGISTRY.resolve(name, v).schema_file_name
 
 
 def message_properties(
-    event: ConfluenceAppSync, *, correlation_id: str, event_id: str | None = None
-) -> EventProperties:
-    """The AMQP properties an operator sees in the management UI, and consumers read.
+    event: ConfluenceAppSync,
+    *,
+    correlation_id: str,
+    event_id: str | None = None,
+    source: EventSource = DEFAULT_EVENT_SOURCE,
+    trace: Mapping[str, str] | None = None,
+) -> Basic.Properties:
+    """The properties consumers read: the event id as `message_id`, the request's id as
+    `correlation_id`, the event name as `type`; the headers `v`, the CloudEvents attributes
+    (`cloudEvents:*`, with `source` and `dataschema` from `source`), and `trace`, the
+    `traceparent` (and `tracestate`) of the publish's span.
 
     `event_id` is `str(event.id)`, for a caller that has it already.
     """
-    return EventProperties(
-        event,
-        event_id=str(event.id) if event_id is None else event_id,
-        correlation_id=correlation_id,
+    event_id = _shortstr(str(event.id) if event_id is None else event_id)
+    return Basic.Properties(
+        content_type=CONTENT_TYPE,
+        content_encoding=CONTENT_ENCODING,
+        headers={
+            "v": event.v,
+            **attribute_headers(
+                source,
+                event_id=event_id,
+                name=event.name,
+                ts=event.ts,
+                subject=event.user.id,
+                schema_file_name=_schema_file_name(event.name, event.v),
+            ),
+            **(trace or {}),
+        },
+        delivery_mode=PERSISTENT,
+        message_id=event_id,
+        correlation_id=_shortstr(correlation_id),
+        message_type=event.name,
+        # AMQP's timestamp is whole seconds; the event's own ts keeps the milliseconds.
+        timestamp=datetime.fromtimestamp(event.ts / 1000, tz=UTC),
+        app_id=APP_ID,
     )

@@ -1,9 +1,14 @@
 """Request ids and error rendering.
 
 The order, outermost first, is deliberate (see app.py):
-1. request_id_middleware: names the request, logs it, and is the last resort for a bug;
-2. the aiohttp-session middleware: saves (or clears) the cookie, on error responses too;
-3. error_middleware: turns every domain or HTTP error into the one JSON error shape.
+0. gateway/connections.py: the request's headers are in, so the header deadline stops; then,
+   with SYNCGATE_TRUSTED_PROXIES set, gateway/client_address.py: request.remote is the client;
+   the metrics middleware, which counts every answer; gateway/shedding.py, which sheds load
+   before any work below it;
+1. tracing_middleware: the request's server span, which every other span of it is under;
+2. request_id_middleware: names the request, logs it, and is the last resort for a bug;
+3. the aiohttp-session middleware: saves (or clears) the cookie, on error responses too;
+4. error_middleware: turns every domain or HTTP error into the one JSON error shape.
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ from typing import Any
 import uuid_utils
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from common import tracing
 from common.logs import request_id_var
 from gateway.errors import ExpectationFailed, GatewayError
 from gateway.keys import REQUEST_ID
 from gateway.responses import ErrorBody, ErrorDetail, json_response
-from gateway.routing import CONTINUE
+from gateway.routing import CONTINUE, is_unmatched
 
 log = logging.getLogger("syncgate.gateway.http")
+tracer = trace.get_tracer(__name__)
 
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
@@ -55,6 +64,32 @@ def error_response(
 
 
 @web.middleware
+async def tracing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The request's server span, continuing the client's W3C `traceparent`/`tracestate`
+    (common/tracing.py); without one, it starts a trace. Named by route, not path, so that
+    span names stay few: `GET /api/runs/{event_id}`, or the method alone where no route
+    matched."""
+    route = None if is_unmatched(request) else request.match_info.route.resource
+    name = request.method if route is None else f"{request.method} {route.canonical}"
+    # The path is left out: it is the route's but for an id (in /api/runs/{event_id}), or
+    # anything a client sends (where no route matched); the request's log line has it.
+    attributes = {"http.request.method": request.method}
+    if route is not None:
+        attributes["http.route"] = route.canonical
+    with tracer.start_as_current_span(
+        name,
+        context=tracing.extract(request.headers),
+        kind=SpanKind.SERVER,
+        attributes=attributes,
+    ) as span:
+        response = await handler(request)
+        span.set_attribute("http.response.status_code", response.status)
+        if response.status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+        return response
+
+
+@web.middleware
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     offered = request.headers.get("X-Request-Id", "")
     # uuid_utils' random v4 comes from a user-space generator: the stdlib's asks the kernel
@@ -81,6 +116,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.status,
         extra={
             "request_id": request_id,
+            "client": request.remote,
             "status": response.status,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         },

@@ -25,14 +25,20 @@ from gateway.csrf import HEADER as CSRF_HEADER
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.keys import SETTINGS
-from gateway.page import STATIC_DIR
+from gateway.operator_views import DiscardRequest, ReplayRequest
+from gateway.page import STATIC_DIR, SWAGGER_UI_DIR, SWAGGER_UI_FILES, static_files
 from gateway.responses import (
+    AuditTrailBody,
     CsrfTokenResponse,
+    DeadLetterBody,
     ErrorBody,
     Health,
     LoggedOut,
     LoginResponse,
+    OperatorOutcome,
+    QueuePage,
     Readiness,
+    ReplayResult,
     RunStatus,
     SessionResponse,
     SyncAccepted,
@@ -57,6 +63,8 @@ class Answer:
     model: type[BaseModel] | None = ErrorBody
     media_type: str = JSON
     headers: tuple[str, ...] = ()
+    schema: Mapping[str, Any] | None = None
+    """The body's schema where there is no model (default: a string)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +96,13 @@ RESPONSE_HEADERS = {
     "Set-Cookie": Header("The session cookie."),
 }
 
+# Every route but the probes and /metrics may shed load (gateway/shedding.py).
+_SHEDDING = (
+    "the gateway is shedding load (`overloaded`: too many requests in flight or connections"
+    " open), or the request passed its deadline (`deadline_exceeded`)"
+)
+_SHED = {503: Answer(f"{_SHEDDING[0].upper()}{_SHEDDING[1:]}; retry.", headers=("Retry-After",))}
+
 # The answers most routes share.
 _ANY = {
     417: Answer("An Expect header other than 100-continue."),
@@ -96,15 +111,20 @@ _ANY = {
 _SIGNED_IN = {
     401: Answer("No session, or a bad, forged or expired one."),
     503: Answer(
-        "The gateway has not yet loaded the logged-out sessions; retry.",
+        f"The gateway has not yet loaded the logged-out sessions, or {_SHEDDING}; retry.",
         headers=("Retry-After",),
     ),
 }
 _CSRF = {403: Answer("Another site's origin, or no valid X-CSRF-Token.")}
+_OPERATOR = {403: Answer("Signed in without the operator role (or, on a POST, a CSRF failure).")}
 _BODY = {
     400: Answer(
         "Not JSON, bad UTF-8, a charset other than UTF-8, past the JSON limits, or a compressed"
         " body that does not decode or is cut short."
+    ),
+    408: Answer(
+        "The body did not arrive within SYNCGATE_BODY_TIMEOUT of its headers"
+        " (`request_timeout`); nothing was done, and the connection is closed."
     ),
     413: Answer("The body is over SYNCGATE_MAX_BODY_BYTES (once inflated, too)."),
     415: Answer(
@@ -133,8 +153,8 @@ _SYNC = Operation(
         **_CSRF,
         503: Answer(
             "The broker did not confirm in time (`broker_unavailable`), the store of "
-            "Idempotency-Keys did not answer (`store_unavailable`, only with a key), or "
-            "sessions are still loading; retry.",
+            "Idempotency-Keys did not answer (`store_unavailable`, only with a key), "
+            f"sessions are still loading, or {_SHEDDING}; retry.",
             headers=("Retry-After",),
         ),
         **_ANY,
@@ -157,7 +177,8 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_CSRF,
             429: Answer("Too many failed logins; wait.", headers=("Retry-After",)),
             503: Answer(
-                "The store of login limits did not answer (`store_unavailable`); retry.",
+                f"The store of login limits did not answer (`store_unavailable`), or {_SHEDDING};"
+                " retry.",
                 headers=("Retry-After",),
             ),
             **_ANY,
@@ -200,7 +221,84 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             200: Answer("Pending, or handled with its times.", RunStatus),
             404: Answer("The id is not a UUID."),
             **_SIGNED_IN,
-            503: Answer("The run store cannot be read, or sessions are still loading."),
+            503: Answer(
+                f"The run store cannot be read, sessions are still loading, or {_SHEDDING}.",
+                headers=("Retry-After",),
+            ),
+            **_ANY,
+        },
+    ),
+    ("GET", "/api/operator/queues/{queue}"): Operation(
+        summary="A page of the DLQ (`dlq`) or the unrouted queue (`unrouted`), oldest first",
+        description="Operators only. `?page=N` (50 a page); reads at most"
+        " SYNCGATE_DLQ_READ_DEPTH messages from the head and hands them all back.",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The page.", QueuePage),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue here, or it does not exist on the broker."),
+            422: Answer("page is not a whole number from 1."),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("GET", "/api/operator/queues/{queue}/events/{event_id}"): Operation(
+        summary="One dead-lettered event with its body",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The event and its body.", DeadLetterBody),
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue, or no such event within the read depth."),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("POST", "/api/operator/queues/{queue}/replay"): Operation(
+        summary="Replay one event, a selection, or all of them",
+        description="Each copy is confirmed by the broker before the event leaves the queue;"
+        " `all` replays the count at the start, never in a loop. Every event is audited.",
+        auth="session+csrf",
+        body=ReplayRequest,
+        body_required=True,
+        tag="operator",
+        answers={
+            200: Answer("What was replayed and what stayed, per event.", ReplayResult),
+            **_BODY,
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue here."),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("POST", "/api/operator/queues/{queue}/discard"): Operation(
+        summary="Remove one event for good, after its id is typed again in `confirm`",
+        auth="session+csrf",
+        body=DiscardRequest,
+        body_required=True,
+        tag="operator",
+        answers={
+            200: Answer("Discarded (and audited).", OperatorOutcome),
+            **_BODY,
+            **_SIGNED_IN,
+            **_OPERATOR,
+            404: Answer("No such queue, or no such event in it."),
+            503: Answer(f"The broker cannot be reached, or {_SHEDDING}.", headers=("Retry-After",)),
+            **_ANY,
+        },
+    ),
+    ("GET", "/api/operator/audit"): Operation(
+        summary="The audit trail of replays and discards, newest first",
+        auth="session",
+        tag="operator",
+        answers={
+            200: Answer("The entries this gateway process keeps.", AuditTrailBody),
+            **_SIGNED_IN,
+            **_OPERATOR,
             **_ANY,
         },
     ),
@@ -223,9 +321,67 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
         tag="operations",
         answers={200: Answer("The text exposition format.", None, "text/plain"), **_ANY},
     ),
-    ("GET", "/"): Operation(summary="The web page", tag="pages", answers={200: _HTML, **_ANY}),
+    ("GET", "/"): Operation(
+        summary="The web page", tag="pages", answers={200: _HTML, **_SHED, **_ANY}
+    ),
+    ("GET", "/operator"): Operation(
+        summary="The operators' DLQ page", tag="pages", answers={200: _HTML, **_SHED, **_ANY}
+    ),
     ("GET", "/static/{filename}"): Operation(
         summary="The web page's files",
+        tag="pages",
+        answers={
+            200: Answer("The file.", None, "*/*"),
+            404: Answer("No such file."),
+            **_SHED,
+            **_ANY,
+        },
+    ),
+    ("GET", "/schemas/{file}"): Operation(
+        summary="The JSON Schema of a registered event",
+        description=(
+            "Each message's `cloudEvents:dataschema` header points here when "
+            "SYNCGATE_PUBLIC_BASE_URL is set. Only the registered files are served, e.g. "
+            "`confluence.app.sync.v1.schema.json`."
+        ),
+        tag="events",
+        answers={
+            200: Answer(
+                "The schema (JSON Schema 2020-12).",
+                None,
+                "application/schema+json",
+                schema={"type": "object"},
+            ),
+            404: Answer("No registered schema has this name."),
+            **_ANY,
+        },
+    ),
+    ("GET", "/asyncapi.json"): Operation(
+        summary="The AsyncAPI 3.0 document of the events syncgate publishes",
+        description=(
+            "Generated from the event registry: the exchanges, every routing key, the message"
+            " schemas, the CloudEvents and trace headers, and the AMQP bindings."
+        ),
+        tag="events",
+        answers={200: Answer("AsyncAPI 3.0.", None, JSON, schema={"type": "object"}), **_ANY},
+    ),
+    ("GET", "/openapi.json"): Operation(
+        summary="This document",
+        tag="pages",
+        answers={200: Answer("OpenAPI 3.1.", None, JSON), **_SHED, **_ANY},
+    ),
+    ("GET", "/docs"): Operation(
+        summary="This document, for people: Swagger UI",
+        tag="pages",
+        answers={200: _HTML, **_SHED, **_ANY},
+    ),
+    ("GET", "/asyncapi"): Operation(
+        summary="The AsyncAPI document of the events, for people",
+        tag="pages",
+        answers={200: _HTML, **_SHED, **_ANY},
+    ),
+    ("GET", "/asyncapi/assets/{filename}"): Operation(
+        summary="The AsyncAPI viewer's own files (@asyncapi/react-component)",
         tag="pages",
         answers={
             200: Answer("The file.", None, "*/*"),
@@ -233,13 +389,14 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
             **_ANY,
         },
     ),
-    ("GET", "/openapi.json"): Operation(
-        summary="This document",
+    ("GET", "/docs/assets/{filename}"): Operation(
+        summary="Swagger UI's own files, from the swagger-ui-py package",
         tag="pages",
-        answers={200: Answer("OpenAPI 3.1.", None, JSON), **_ANY},
-    ),
-    ("GET", "/docs"): Operation(
-        summary="This document, for people", tag="pages", answers={200: _HTML, **_ANY}
+        answers={
+            200: Answer("The file.", None, "*/*"),
+            404: Answer("No such file."),
+            **_ANY,
+        },
     ),
 }
 
@@ -332,7 +489,10 @@ def _response(answer: Answer, refs: Refs) -> dict[str, Any]:
             (name, RESPONSE_HEADERS[name]) for name in ("X-Request-Id", *answer.headers)
         )
     }
-    schema = {"type": "string"} if answer.model is None else refs[answer.model, "serialization"]
+    if answer.model is not None:
+        schema = refs[answer.model, "serialization"]
+    else:
+        schema = dict(answer.schema) if answer.schema is not None else {"type": "string"}
     return {
         "description": answer.description,
         "headers": headers,
@@ -422,9 +582,10 @@ def build_document(app: web.Application) -> dict[str, Any]:
     }
 
 
+# Swagger UI's stylesheet draws its icons as data: SVG images; nothing else is loosened.
 _DOCS_CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    "img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
 )
 
 
@@ -450,3 +611,4 @@ def setup_openapi(app: web.Application) -> None:
 
     add_get(app, "/openapi.json", openapi_json)
     add_get(app, "/docs", docs)
+    add_get(app, "/docs/assets/{filename}", static_files(SWAGGER_UI_DIR, only=SWAGGER_UI_FILES))

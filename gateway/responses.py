@@ -98,3 +98,59 @@ def json_response(
     return web.Response(
         body=orjson.dumps(data), status=status, headers=headers, content_type="application/json"
     )
+
+
+class DeadLetterItem(_Response):
+    """One dead-lettered (or unrouted) event, as the DLQ page lists it."""
+
+    position: int = Field(description="1 is the head of the queue (the oldest).")
+    eventId: str
+    deadLetteredAt: int | None = Field(description="ms since the epoch, when known.")
+    reason: str = Field(description="x-syncgate-reason, or the broker's x-death reason.")
+    attempts: int
+    routingKey: str | None = Field(description="The original one, which a replay uses.")
+    error: str
+
+
+class QueuePage(_Response):
+    queue: str
+    count: int = Field(description="Messages in the queue now.")
+    page: int
+    pageSize: int
+    readDepth: int = Field(description="A look reads at most this many from the head.")
+    beyondReadDepth: int = Field(description="Messages deeper than readDepth: not shown.")
+    items: list[DeadLetterItem]
+
+
+class DeadLetterBody(DeadLetterItem):
+    body: str = Field(description="UTF-8 text, or base64 (see encoding); at most 64 KiB.")
+    encoding: Literal["utf-8", "base64"]
+    bytes: int
+    truncated: bool
+
+
+class OperatorOutcome(_Response):
+    eventId: str
+    outcome: Literal["done", "failed"]
+    error: str | None
+
+
+class ReplayResult(_Response):
+    replayed: int
+    failed: int
+    results: list[OperatorOutcome]
+
+
+class AuditEntryBody(_Response):
+    at: int = Field(description="ms since the epoch.")
+    userId: str
+    email: str
+    action: Literal["replay", "discard"]
+    queue: str
+    eventId: str
+    outcome: Literal["done", "failed"]
+    detail: str
+
+
+class AuditTrailBody(_Response):
+    entries: list[AuditEntryBody] = Field(description="Newest first.")

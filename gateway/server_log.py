@@ -21,20 +21,31 @@ from common.logs import escape_controls
 SERVER_LOGGER = "aiohttp.server"
 # The client's own fault, as aiohttp raises it while reading a request.
 _CLIENT_FAULTS = (HttpProcessingError, RequestPayloadError, ConnectionResetError)
-# The part of aiohttp's message kept on the line: it may quote what the client sent.
+# The most of an exception's first line kept on the log line.
 _MAX_REASON = 200
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without what the client sent.
+
+    aiohttp's parser errors quote the offending bytes below their first line (a header line
+    with a NUL may be the Cookie header, and so carry a session); only the first line, the
+    description, is kept.
+    """
+    text = f"{exc.code} {exc.message}" if isinstance(exc, HttpProcessingError) else str(exc)
+    first = text.split("\n", 1)[0].rstrip(": ")
+    if len(first) > _MAX_REASON:
+        first = first[:_MAX_REASON] + "…"
+    return escape_controls(f"{type(exc).__name__}: {first}")
 
 
 class ClientFaultFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, _CLIENT_FAULTS):
-            reason = escape_controls(f"{type(exc).__name__}: {exc}".replace("\n", " "))
-            if len(reason) > _MAX_REASON:
-                reason = reason[:_MAX_REASON] + "…"
             # aiohttp's own text first: it names the client's address.
             said = escape_controls(record.getMessage())
-            record.msg, record.args = "the client's fault, refused: %s: %s", (said, reason)
+            record.msg, record.args = "the client's fault, refused: %s: %s", (said, _reason(exc))
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.exc_info = record.exc_text = None
         return True

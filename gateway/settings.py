@@ -10,12 +10,16 @@ from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from common.amqp import broker_nodes
+from common.cloudevents import DEFAULT_SOURCE, EventSource, absolute_uri, public_base_url
 from common.logs import LogFormat
 from common.stores.backends import RedisOptions
 from common.stores.login_failures import LockoutPolicy
 from common.stores.runs import DEFAULT_LOCATION as DEFAULT_RUN_STORE
 from common.stores.runs import RunStoreLocation
-from common.topology import EventsTopology
+from common.topology import ConsumerTopology, EventsTopology
+from common.tracing import TraceSettings
+from gateway.client_address import TrustedProxies, parse_trusted_proxies
 
 
 def parse_session_keys(raw: str) -> list[str]:
@@ -34,16 +38,24 @@ def parse_session_keys(raw: str) -> list[str]:
     return keys
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(TraceSettings, BaseSettings):
     # hide_input_in_errors: a ValidationError never quotes a value (a session key, a URL with
     # its password), wherever it is printed or logged.
     model_config = SettingsConfigDict(
         env_prefix="SYNCGATE_", extra="ignore", frozen=True, hide_input_in_errors=True
     )
 
+    # One node's URL, or a cluster's, comma-separated: common/amqp.py connects to the first
+    # that answers and fails over round robin. A secret: a URL may carry a password.
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
     exchange: str = "syncgate.events"
     unrouted_exchange: str = "syncgate.unrouted"
+    # The consumer's work queue (the consumer's SYNCGATE_QUEUE): its DLQ, `<queue>.dlq`, is
+    # what the operators' DLQ page reads.
+    queue: str = ConsumerTopology().queue
+    # How many messages from the head of a queue the DLQ page reads at most (basic.get has no
+    # offset: a page reads every message before it). What lies deeper is counted, not shown.
+    dlq_read_depth: int = Field(default=500, ge=1, le=10_000)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     # SO_REUSEPORT, so several gateway processes can share one port (the kernel spreads
@@ -73,7 +85,32 @@ class GatewaySettings(BaseSettings):
     idempotency_max_keys: int = Field(default=100_000, ge=1)
     idempotency_max_attempt_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+
+    # Time and room for clients (README "Slow clients and overload"); aiohttp bounds none of
+    # them. The request line and headers must be in within header_timeout of the request's
+    # first byte (of the connection's opening, for its first request); else the connection is
+    # closed after a 408. A body must be in within body_timeout of its headers: else 408.
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=30.0, gt=0)
+    # Open connections per gateway process; one more is answered 503 and closed at once. The
+    # process raises its own RLIMIT_NOFILE soft limit to fit them (gateway/connections.py).
+    max_connections: int = Field(default=4096, ge=1)
+    # Requests being handled at once per process; one more answers 503 with Retry-After
+    # before any session or body work. Sized from the bench (README "Slow clients and
+    # overload"): one process's throughput is reached by 64 in flight (about 3,500 req/s on
+    # the 2-core bench machine); past that, more in flight only wait longer. 256 keeps that
+    # wait near 75 ms at full speed, and under the handling deadline on a machine 20x slower.
+    max_in_flight: int = Field(default=256, ge=1)
+    # A request's whole time in the gateway, from the start of handling (its wait for the
+    # client's body aside, which body_timeout bounds) is at most publish_deadline plus this;
+    # then 503 with Retry-After.
+    deadline_margin: float = Field(default=1.0, ge=0)
     max_json_depth: int = Field(default=32, ge=2)
+
+    # The load balancers (addresses or networks, comma-separated: "10.0.0.5, 10.1.0.0/16")
+    # whose Forwarded or X-Forwarded-For header names the client (gateway/client_address.py).
+    # Empty: trust nobody, and the client is the TCP peer.
+    trusted_proxies: str = ""
 
     # Security (see README "Security"). Origins allowed to send state-changing requests, comma-
     # separated (e.g. "https://app.example.com"); empty means only the gateway's own origin.
@@ -102,8 +139,41 @@ class GatewaySettings(BaseSettings):
     # a few serve thousands of requests a second; a burst waits for one (within the timeout).
     redis_max_connections: int = Field(default=16, ge=1)
 
+    # CloudEvents (common/cloudevents.py): the `source` attribute of every event published here,
+    # an absolute URI naming this deployment's gateway.
+    cloudevents_source: str = DEFAULT_SOURCE
+    # The gateway's public URL (e.g. "https://sync.example.com", or with the path prefix a
+    # proxy serves it under): every event's `dataschema` is <it>/schemas/<file>, served by
+    # GET /schemas/{file}. Unset: `dataschema` is urn:syncgate:schema:<file> (EventSource says
+    # why it is never guessed).
+    public_base_url: str | None = None
+
     log_format: LogFormat = "json"
     log_level: str = "INFO"
+
+    @field_validator("cloudevents_source")
+    @classmethod
+    def _source_is_a_uri(cls, value: str) -> str:
+        return absolute_uri(value)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _public_base_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None  # an empty value, as compose passes an unset variable, is none
+        return public_base_url(value.strip())
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_nodes(cls, value: SecretStr) -> SecretStr:
+        broker_nodes(value.get_secret_value())  # the message never quotes the value
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_trusted_proxies(cls, value: str) -> str:
+        parse_trusted_proxies(value)
+        return value
 
     @field_validator("session_keys")
     @classmethod
@@ -167,9 +237,22 @@ class GatewaySettings(BaseSettings):
         return parse_session_keys(self.session_keys.get_secret_value())
 
     @cached_property
+    def proxies(self) -> TrustedProxies:
+        return parse_trusted_proxies(self.trusted_proxies)
+
+    @cached_property
     def origins(self) -> frozenset[str]:
         origins = (origin.strip().rstrip("/") for origin in self.allowed_origins.split(","))
         return frozenset(origin for origin in origins if origin)
+
+    @property
+    def event_source(self) -> EventSource:
+        return EventSource.of(self.cloudevents_source, self.public_base_url)
+
+    @property
+    def handling_deadline(self) -> float:
+        """The bound on a request's time in the gateway (its body's arrival aside)."""
+        return self.publish_deadline + self.deadline_margin
 
     @property
     def topology(self) -> EventsTopology:

@@ -1,8 +1,10 @@
 """The users file: who may sign in, with scrypt password hashes.
 
-The file is JSON, `{"users": [{"id", "email", "name", "password_hash"}]}`, written by
-`syncgate users add`. Hashes are `scrypt$<log2 n>$<r>$<p>$<salt>$<hash>` in url-safe base64,
-so the cost can be raised later without invalidating existing entries.
+The file is JSON, `{"users": [{"id", "email", "name", "password_hash", "role"}]}`, written
+by `syncgate users add`. `role` is "user" or "operator" (the DLQ page and its routes); a
+record without one, as files written before roles existed have, is a plain user. Hashes are
+`scrypt$<log2 n>$<r>$<p>$<salt>$<hash>` in url-safe base64, so the cost can be raised later
+without invalidating existing entries.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from cryptography.exceptions import InvalidKey
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
@@ -31,6 +34,10 @@ class UsersFileError(RuntimeError):
     """The users file is missing or invalid."""
 
 
+Role = Literal["user", "operator"]
+ROLES: tuple[Role, ...] = ("user", "operator")
+
+
 class UserRecord(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -38,6 +45,11 @@ class UserRecord(BaseModel):
     email: Email
     name: DisplayName
     password_hash: str
+    role: Role = "user"
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == "operator"
 
     @cached_property
     def public(self) -> EventUser:
@@ -138,7 +150,9 @@ class UserStore:
         return user if ok and user is not None else None
 
 
-def add_user(path: Path, *, email: str, name: str, password: str) -> UserRecord:
+def add_user(
+    path: Path, *, email: str, name: str, password: str, role: Role = "user"
+) -> UserRecord:
     """Add or replace (by email) a user, writing the file atomically and owner-only."""
     existing = load_users(path).users if path.exists() else ()
     keep = tuple(u for u in existing if u.email.lower() != email.lower())
@@ -148,6 +162,7 @@ def add_user(path: Path, *, email: str, name: str, password: str) -> UserRecord:
         email=email,
         name=name,
         password_hash=hash_password(password),
+        role=role,
     )
     payload = UsersFile(users=(*keep, record)).model_dump(mode="json")
     path.parent.mkdir(parents=True, exist_ok=True)

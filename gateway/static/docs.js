@@ -1,68 +1,43 @@
-// Renders /openapi.json as plain HTML: no framework, no CDN, text only (no innerHTML).
+// GET /docs: Swagger UI (served from the swagger-ui-py package, never a CDN) over
+// /openapi.json. "Try it out" runs in this page's origin, so the browser sends the session
+// cookie itself; state-changing requests also need the session's CSRF token, which this
+// page reads from GET /api/auth/csrf and adds as the X-CSRF-Token header.
 "use strict";
 
-function el(tag, text, className) {
-  const node = document.createElement(tag);
-  if (text !== undefined) node.textContent = text;
-  if (className) node.className = className;
-  return node;
-}
+let csrfToken = null;
 
-function schemaBlock(title, schema) {
-  const details = el("details");
-  details.append(el("summary", title), el("pre", JSON.stringify(schema, null, 2)));
-  return details;
-}
-
-function renderOperation(method, path, op) {
-  const section = el("section", undefined, "operation");
-  const heading = el("h3");
-  heading.append(el("span", method.toUpperCase(), "method"), el("span", path, "path"));
-  section.append(heading, el("p", op.summary || ""));
-  if (op.description) section.append(el("p", op.description));
-  const security = (op.security || []).map((s) => Object.keys(s).join(" + ")).join(", ");
-  section.append(el("p", "Needs: " + (security || "nothing")));
-  if (op.requestBody) {
-    for (const [type, media] of Object.entries(op.requestBody.content)) {
-      section.append(schemaBlock("Body (" + type + ")", media.schema));
-    }
-  }
-  const table = el("table");
-  const head = el("tr");
-  head.append(el("th", "status"), el("th", "meaning"), el("th", "body"));
-  table.append(head);
-  for (const [status, response] of Object.entries(op.responses)) {
-    const row = el("tr");
-    const body = el("td");
-    for (const [type, media] of Object.entries(response.content || {})) {
-      const ref = media.schema && media.schema.$ref;
-      body.append(el("code", ref ? ref.split("/").pop() : type));
-    }
-    row.append(el("td", status), el("td", response.description), body);
-    table.append(row);
-  }
-  section.append(table);
-  return section;
-}
-
-async function main() {
-  const root = document.getElementById("api");
+async function readCsrfToken() {
   try {
-    const response = await fetch("/openapi.json");
-    const doc = await response.json();
-    root.replaceChildren(el("p", doc.info.description));
-    for (const [path, operations] of Object.entries(doc.paths)) {
-      for (const [method, op] of Object.entries(operations)) {
-        root.append(renderOperation(method, path, op));
-      }
-    }
-    root.append(el("h2", "Schemas"));
-    for (const [name, schema] of Object.entries(doc.components.schemas)) {
-      root.append(schemaBlock(name, schema));
-    }
-  } catch (error) {
-    root.replaceChildren(el("p", "Could not load /openapi.json: " + error));
+    const response = await fetch("/api/auth/csrf", { credentials: "same-origin" });
+    if (!response.ok) return null; // not signed in: requests then answer 401, as they should
+    const body = await response.json();
+    return body.csrfToken || null;
+  } catch (ignored) {
+    return null;
   }
 }
 
-main();
+window.addEventListener("DOMContentLoaded", async () => {
+  csrfToken = await readCsrfToken();
+  const note = document.getElementById("signed-in");
+  note.textContent = csrfToken
+    ? "Signed in: Try it out sends your session and its CSRF token."
+    : "Not signed in: Try it out answers 401 until you sign in on the page.";
+  note.hidden = false;
+  document.getElementById("api").textContent = "";
+  window.ui = SwaggerUIBundle({
+    url: "/openapi.json",
+    dom_id: "#api",
+    deepLinking: true,
+    // The document's own example values, not made-up ones.
+    defaultModelsExpandDepth: 0,
+    requestInterceptor: (request) => {
+      const method = (request.method || "GET").toUpperCase();
+      if (csrfToken && !["GET", "HEAD", "OPTIONS"].includes(method)) {
+        request.headers["X-CSRF-Token"] = csrfToken;
+      }
+      request.credentials = "same-origin";
+      return request;
+    },
+  });
+});

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from bench.measure import Row
-from bench.report import median_rows, node_peer_comparison, ratios
+from bench.report import median_rows, node_peer_comparison, ratios, targets
 from bench.runner import node_peer_installed, settled_verdict
 from tests.conftest import MANAGEMENT_URL
 
@@ -62,6 +62,33 @@ def test_quick_mode_prints_a_row_for_every_system() -> None:
     cleaned = re.search(r"deleted (\d+) queues and exchanges", out)
     assert cleaned is not None
     assert int(cleaned.group(1)) > 0
+
+
+@pytest.mark.integration
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_scale_mode_prints_a_row_per_setup_and_the_stores_cost() -> None:
+    """--scale --quick: SQLite + memory and PostgreSQL + Redis always; the cluster's setup
+    when the cluster answers, else a line that says it was left out."""
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--scale", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    for setup in ("1gw+1c sqlite", "1gw+1c pg+redis"):
+        row = re.search(rf"^{re.escape(setup)}\s+([\d,]+)\s", out, re.MULTILINE)
+        assert row is not None, f"no row for {setup}:\n{out}"
+        assert int(row.group(1).replace(",", "")) > 0, f"{setup} served nothing:\n{out}"
+    assert re.search(r"^the shared stores cost -?[\d,]+ µs of CPU per event", out, re.MULTILINE)
+    assert ("2gw+2c cluster ÷" in out) != ("the 2gw+2c setup is left out" in out), out
+    prefix = re.search(r"names (bench\.[0-9a-f]+)\.\*", out)
+    assert prefix is not None
+    assert _broker_names_starting_with(prefix.group(1)) == []
 
 
 def _broker_names_starting_with(prefix: str) -> list[str]:
@@ -120,6 +147,61 @@ def test_the_node_peer_line_compares_each_figure_per_event() -> None:
     # 1 CPU second over 200 and 100 events; no consumer CPU in these rows; no broker CPU.
     assert "gateway 5,000 vs 10,000; consumer - vs -; broker 0 vs 0" in lines[2]
     assert "- vs 4,000 acks/s, - vs 40 µs CPU/event" in lines[3]
+
+
+def _cpu_row(
+    system: str,
+    *,
+    accepted: int,
+    server: float = 0.0,
+    consumer: float | None = None,
+    broker: float = 0.0,
+    p99: float | None = 10.0,
+    ack: float | None = None,
+) -> Row:
+    return Row(
+        system=system, concurrency=64, rate=float(accepted), p50_ms=None, p99_ms=p99, failed=0,
+        server_cpu=server, consumer_cpu=consumer, broker_cpu=broker, rss_mb=50.0,
+        ack_rate=ack if ack is not None else float(accepted), depth_at_end=0, accepted=accepted,
+    )  # fmt: skip
+
+
+def _target_rows(*, gateway_cpu: float, node_broker: float) -> list[Row]:
+    # µs per event: A 40, B 70, C 100 (parts 130); D 100; node broker 100 per event.
+    return [
+        _cpu_row("syncgate", accepted=1000, server=gateway_cpu, consumer=0.15, broker=0.1),
+        _cpu_row("node peer", accepted=1000, server=0.1, broker=node_broker, p99=8.0),
+        _cpu_row("peer", accepted=300),
+        _cpu_row("A static", accepted=10_000, server=0.4),
+        _cpu_row("B session", accepted=10_000, server=0.7),
+        _cpu_row("C publish", accepted=10_000, server=1.0),
+        _cpu_row("D consume", accepted=10_000, consumer=1.0, ack=5000.0),
+        _cpu_row("syncgate consumer", accepted=10_000, consumer=1.2, ack=4900.0),
+    ]
+
+
+def test_each_target_is_a_verdict_on_ratios_of_the_same_run() -> None:
+    # The gateway at 190 µs/request is within 1.5x of 130; at 200 it is not.
+    passing = targets(_target_rows(gateway_cpu=0.19, node_broker=0.1), target_c=64)
+    assert passing[2].startswith("  (2) PASS"), passing[2]
+    assert "1.46x (190 vs 70 + 100 - 40 = 130)" in passing[2]
+    assert all(line.split()[1] == "PASS" for line in passing[1:]), passing
+    failing = targets(_target_rows(gateway_cpu=0.2, node_broker=0.08), target_c=64)
+    assert failing[2].startswith("  (2) FAIL"), failing[2]
+    # Broker: 100 µs per event for us, 80 for the Node peer: 1.25x, over 1.15x.
+    assert failing[4].startswith("  (4) FAIL"), failing[4]
+    assert failing[1].startswith("  (1) PASS")
+    assert failing[3].startswith("  (3) PASS")
+
+
+def test_a_target_without_its_figures_is_not_a_pass() -> None:
+    rows = [
+        row for row in _target_rows(gateway_cpu=0.1, node_broker=0.1) if row.system != "node peer"
+    ]
+    lines = targets(rows, target_c=64)
+    assert lines[1].startswith("  (1) n/a"), lines
+    assert lines[4].startswith("  (4) n/a"), lines
+    assert lines[2].startswith("  (2) PASS")
 
 
 def test_soak_verdict_tells_growth_from_a_plateau() -> None:

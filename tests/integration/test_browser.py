@@ -10,11 +10,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aio_pika
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, ConsoleMessage, async_playwright, expect
+from playwright.async_api import Browser, ConsoleMessage, Route, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
 
 from consumers.bootstrap import HANDLERS, build_deps
@@ -126,3 +127,102 @@ async def test_sign_in_sync_and_see_the_run_handled(
         stop.set()
         await asyncio.wait_for(consuming, 10)
         await deps.runs.close()
+
+
+async def test_the_api_docs_try_it_out_with_the_session_and_nothing_from_elsewhere(
+    aiohttp_server: AiohttpServer,
+    make_settings: Callable[..., GatewaySettings],
+    names: BrokerNames,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    browser: Browser,
+) -> None:
+    settings = make_settings(**names.gateway_overrides())
+    server: TestServer = await aiohttp_server(build_app(settings))
+    base_url = str(server.make_url("")).rstrip("/")
+    await wait_ready_at(base_url, within=10)
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    off_host: list[str] = []
+
+    async def only_this_host(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            await route.continue_()
+        else:
+            off_host.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", only_this_host)
+    page = await context.new_page()
+    console_errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            console_errors.append(message.text)
+
+    page.on("console", on_console)
+    await page.goto(f"{base_url}/")
+    await page.fill("#email", EMAIL)
+    await page.fill("#password", PASSWORD)
+    await page.click("#login-button")
+    await expect(page.locator("#user-name")).to_have_text("Ada Lovelace", timeout=WAIT_MS)
+
+    await page.goto(f"{base_url}/docs")
+    await expect(page.locator("#signed-in")).to_contain_text("Signed in", timeout=WAIT_MS)
+    sync = page.locator(".opblock-post", has_text="/api/sync").first
+    await expect(sync).to_be_visible(timeout=WAIT_MS)
+    await sync.locator(".opblock-summary").click()
+    await sync.locator("button.try-out__btn").click()
+    await sync.locator("button.execute").click()
+    status = sync.locator(".live-responses-table td.response-col_status:not(.col_header)").first
+    await expect(status).to_have_text("202", timeout=WAIT_MS)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "browser-docs-try-it-out.png", full_page=True)
+
+    # The 202 is a real publish: the event is on the broker, in the unrouted queue (nothing
+    # else is bound to this test's exchange).
+    channel = await amqp.channel()
+    unrouted = await channel.declare_queue(names.unrouted, passive=True)
+    message = await unrouted.get(timeout=5)
+    await message.ack()
+    assert message.type == "confluence/app.sync"
+    assert off_host == []
+    assert console_errors == []
+    await context.close()
+
+
+async def test_the_asyncapi_viewer_draws_the_events_with_nothing_from_elsewhere(
+    aiohttp_server: AiohttpServer,
+    make_settings: Callable[..., GatewaySettings],
+    names: BrokerNames,
+    browser: Browser,
+) -> None:
+    settings = make_settings(**names.gateway_overrides())
+    server: TestServer = await aiohttp_server(build_app(settings))
+    base_url = str(server.make_url("")).rstrip("/")
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    off_host: list[str] = []
+
+    async def only_this_host(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            await route.continue_()
+        else:
+            off_host.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", only_this_host)
+    page = await context.new_page()
+    console_errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            console_errors.append(message.text)
+
+    page.on("console", on_console)
+    await page.goto(f"{base_url}/asyncapi")
+    # The viewer parsed the document (the parser runs in the page) and drew its operations.
+    await expect(page.locator("#asyncapi")).to_contain_text("confluence.app.sync", timeout=WAIT_MS)
+    await expect(page.locator("#asyncapi")).not_to_contain_text("Error", timeout=1000)
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=ARTIFACTS / "browser-asyncapi.png", full_page=True)
+    assert off_host == []
+    assert console_errors == []
+    await context.close()

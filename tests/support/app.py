@@ -14,12 +14,13 @@ from common.stores.idempotency_memory import MemoryIdempotencyStore
 from common.stores.login_failures import LoginFailureStore
 from common.stores.login_failures_memory import MemoryLoginFailures
 from gateway.app import create_app
+from gateway.dead_letters import OperatorQueues
 from gateway.keys import Clock
 from gateway.metrics import GatewayMetrics
 from gateway.publisher import EventPublisher
 from gateway.revocation import RevocationList
 from gateway.settings import GatewaySettings
-from tests.support.fakes import FakePublisher, LocalRevocations
+from tests.support.fakes import FakeOperatorQueues, FakePublisher, LocalRevocations
 from tests.support.gateway import Client
 
 
@@ -31,6 +32,7 @@ def gateway_app(
     metrics: GatewayMetrics | None = None,
     idempotency: IdempotencyStore | None = None,
     login_failures: LoginFailureStore | None = None,
+    operator_queues: OperatorQueues | None = None,
     clock: Clock = time.time,
 ) -> web.Application:
     """`create_app` with a FakePublisher and in-process revocations unless given others, the
@@ -46,6 +48,7 @@ def gateway_app(
         login_failures=(
             login_failures if login_failures is not None else memory_login_failures(settings, clock)
         ),
+        operator_queues=operator_queues if operator_queues is not None else FakeOperatorQueues(),
         clock=clock,
     )
 

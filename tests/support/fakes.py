@@ -4,8 +4,12 @@ revocation stream: the same parameters production fills (gateway/bootstrap.py)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
+from common.dead_letters import DeadLetter, DeadLetterError
+from gateway.dead_letters import DeadLetterSource, QueueName, QueuesUnavailable
 from gateway.errors import BrokerUnavailable
 from gateway.revocation import RevokedSessions
 from schemas.events import ConfluenceAppSync
@@ -82,3 +86,69 @@ class LocalRevocations:
 
     async def revoke(self, session_id: str, *, until: float) -> None:
         self.revoked.add(session_id, until)
+
+
+@dataclass
+class FakeQueue:
+    """A queue of dead letters in memory: replayed events are recorded, not published."""
+
+    name: str
+    letters: list[tuple[DeadLetter, bytes]] = field(default_factory=list)
+    replayed: list[DeadLetter] = field(default_factory=list)
+    unreplayable: set[str] = field(default_factory=set)
+
+    async def count(self) -> int:
+        return len(self.letters)
+
+    async def read(self, *, limit: int) -> list[tuple[DeadLetter, bytes]]:
+        return list(self.letters[:limit])
+
+    def _take(self, event_id: str) -> DeadLetter:
+        for n, (letter, _) in enumerate(self.letters):
+            if letter.event_id == event_id:
+                if event_id in self.unreplayable:
+                    raise DeadLetterError(f"event {event_id} cannot be replayed")
+                del self.letters[n]
+                return letter
+        raise DeadLetterError(f"no event {event_id!r} in {self.name}")
+
+    async def replay_one(self, event_id: str) -> DeadLetter:
+        letter = self._take(event_id)
+        self.replayed.append(letter)
+        return letter
+
+    async def discard_one(self, event_id: str) -> DeadLetter:
+        for n, (letter, _) in enumerate(self.letters):
+            if letter.event_id == event_id:
+                del self.letters[n]
+                return letter
+        raise DeadLetterError(f"no event {event_id!r} in {self.name}")
+
+    async def replay_all(self, *, limit: int) -> AsyncIterator[DeadLetter]:
+        for _ in range(limit):
+            if not self.letters:
+                return
+            yield await self.replay_one(self.letters[0][0].event_id)
+
+
+class FakeOperatorQueues:
+    """The DLQ and the unrouted queue in memory; `down` makes every open fail as an outage."""
+
+    def __init__(self) -> None:
+        self.queues: dict[QueueName, FakeQueue] = {
+            "dlq": FakeQueue("syncgate.confluence-sync.dlq"),
+            "unrouted": FakeQueue("syncgate.unrouted"),
+        }
+        self.down = False
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    @contextlib.asynccontextmanager
+    async def open(self, which: QueueName) -> AsyncIterator[DeadLetterSource]:
+        if self.down:
+            raise QueuesUnavailable("cannot reach the broker: down (fake)")
+        yield self.queues[which]

@@ -12,6 +12,9 @@ import aiohttp
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.connections import ConnectionLimits, GuardedSite
+from gateway.keys import IN_FLIGHT, METRICS, SETTINGS
+
 Client = TestClient[web.Request, web.Application]
 
 
@@ -67,14 +70,18 @@ async def wait_ready_at(base_url: str, *, within: float) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[tuple[str, int]]:
-    """`app` served as the gateway serves it (an AppRunner and a TCP site, as web.run_app
-    does, with its defaults), on a free loopback port: (host, port). aiohttp's test server
-    differs in one way that matters to some tests: it cancels a handler whose client went
-    away, where the gateway's server lets the handler run on."""
-    runner = web.AppRunner(app, access_log=None)
+    """`app` served as the gateway serves it (an AppRunner and the gateway's own site, with
+    the connection limits of its settings: gateway/__main__.py), on a free loopback port:
+    (host, port). aiohttp's test server differs in two ways that matter to some tests: it
+    cancels a handler whose client went away, where the gateway's server lets the handler run
+    on; and it has no header deadline or connection cap."""
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=75.0)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        limits = ConnectionLimits.from_settings(app[SETTINGS])
+        site = GuardedSite(
+            runner, "127.0.0.1", 0, limits=limits, metrics=app[METRICS], in_flight=app[IN_FLIGHT]
+        )
         await site.start()
         host, port = runner.addresses[0][:2]
         yield str(host), int(port)

@@ -7,6 +7,7 @@ and that the image runs as a non-root user with a health check on /readyz.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import shlex
@@ -17,6 +18,7 @@ from typing import Any
 import click
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 
 from cli.main import cli
 from consumers.settings import ConsumerSettings
@@ -58,7 +60,7 @@ def test_the_stack_is_a_broker_a_gateway_and_a_consumer(compose: dict[str, Any])
 
 def test_the_broker_has_the_management_ui_on_standard_ports(compose: dict[str, Any]) -> None:
     rabbitmq = services(compose)["rabbitmq"]
-    assert rabbitmq["image"] == "rabbitmq:3-management"
+    assert rabbitmq["image"] == "rabbitmq:4.3-management"
     published = {port.rsplit(":", 1)[-1]: port for port in rabbitmq["ports"]}
     assert published.keys() == {"5672", "15672"}
     # Standard host ports, on loopback only: the broker's password is public.
@@ -374,3 +376,205 @@ def test_the_profile_references_only_metrics_the_checks_cover(monitoring: dict[s
     }
     assert promql_files == {monitoring_files.ALERTS, monitoring_files.DASHBOARD}
     assert monitoring_files.all_selectors()
+
+
+# --- the scale-out override (deploy/compose.scale.yaml) -------------------------------------
+
+SCALE = ROOT / "deploy" / "compose.scale.yaml"
+SCALE_PROFILE = ["scale"]
+INTERPOLATION = re.compile(r"\$\{([A-Z_]+)(:?[?-])?([^}]*)\}")
+
+
+@pytest.fixture(scope="module")
+def scale() -> dict[str, Any]:
+    loaded = yaml.safe_load(SCALE.read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def interpolated(value: str) -> str:
+    """The value as compose would see it with every required variable set to `<VAR>`."""
+
+    def replace(match: re.Match[str]) -> str:
+        name, operator = match.group(1), match.group(2)
+        assert operator == ":?", f"${{{name}}} must be required (:?), not defaulted"
+        return f"<{name}>"
+
+    return INTERPOLATION.sub(replace, value)
+
+
+def merged(compose: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
+    """`docker compose -f compose.yaml -f deploy/compose.scale.yaml config`'s services, for the
+    keys the override uses: maps (environment, depends_on) merge, other values replace."""
+    result = {name: dict(config) for name, config in services(compose).items()}
+    for name, config in services(scale).items():
+        target = result.setdefault(name, {})
+        for key, value in config.items():
+            if isinstance(value, dict) and isinstance(target.get(key), dict):
+                target[key] = {**target[key], **value}
+            else:
+                target[key] = value
+    for config in result.values():
+        config["environment"] = {
+            key: interpolated(str(value)) for key, value in config.get("environment", {}).items()
+        }
+    return result
+
+
+def test_the_override_adds_stores_a_second_gateway_and_consumer_and_a_balancer(
+    compose: dict[str, Any], scale: dict[str, Any]
+) -> None:
+    added = set(services(scale)) - set(services(compose))
+    assert added == {"postgres", "redis", "gateway-2", "consumer-2", "balancer"}
+    for name in added:
+        assert services(scale)[name]["profiles"] == SCALE_PROFILE, name
+    # The base services are only moved onto the stores and beside the balancer: settings,
+    # dependencies and networks, no more.
+    for name in set(services(scale)) & set(services(compose)):
+        assert set(services(scale)[name]) <= {"environment", "depends_on", "networks"}, name
+    assert set(scale["volumes"]) == {"postgres-data", "redis-data"}
+
+
+def test_the_gateways_trust_the_balancers_fixed_address_and_only_it(
+    scale: dict[str, Any],
+) -> None:
+    balancer = services(scale)["balancer"]["networks"]["balancer"]["ipv4_address"]
+    subnet = ipaddress.ip_network(scale["networks"]["balancer"]["ipam"]["config"][0]["subnet"])
+    assert ipaddress.ip_address(balancer) in subnet
+    for name in ("gateway", "gateway-2"):
+        service = services(scale)[name]
+        assert service["environment"]["SYNCGATE_TRUSTED_PROXIES"] == balancer, name
+        assert "balancer" in service["networks"], name
+    nginx = (ROOT / "deploy" / "nginx-scale.conf").read_text()
+    assert "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;" in nginx
+
+
+@pytest.mark.parametrize(
+    ("service", "settings"),
+    [
+        ("gateway", GatewaySettings),
+        ("gateway-2", GatewaySettings),
+        ("consumer", ConsumerSettings),
+        ("consumer-2", ConsumerSettings),
+    ],
+)
+def test_every_syncgate_service_of_the_scale_stack_sets_only_real_settings(
+    compose: dict[str, Any],
+    scale: dict[str, Any],
+    service: str,
+    settings: type[GatewaySettings | ConsumerSettings],
+) -> None:
+    config = merged(compose, scale)[service]
+    known = {f"SYNCGATE_{name.upper()}" for name in settings.model_fields}
+    assert set(config["environment"]) <= known, set(config["environment"]) - known
+    assert config["env_file"] == ".env"
+    assert "SYNCGATE_SESSION_KEYS" not in config["environment"]
+    command = config["command"]
+    assert subcommand(command) is not None
+    assert config["build"] == "."
+
+
+def test_all_four_share_one_postgres_and_the_gateways_one_redis(
+    compose: dict[str, Any], scale: dict[str, Any]
+) -> None:
+    stack = merged(compose, scale)
+    syncgate = ["gateway", "gateway-2", "consumer", "consumer-2"]
+    stores = {stack[name]["environment"]["SYNCGATE_RUN_STORE"] for name in syncgate}
+    assert stores == {"postgresql://syncgate:<POSTGRES_PASSWORD>@postgres:5432/syncgate"}
+    postgres = stack["postgres"]["environment"]
+    assert postgres["POSTGRES_USER"] == "syncgate"
+    assert postgres["POSTGRES_DB"] == "syncgate"
+    assert postgres["POSTGRES_PASSWORD"] == "<POSTGRES_PASSWORD>"  # from .env, never committed
+    redis_urls = {stack[name]["environment"].get("SYNCGATE_REDIS_URL") for name in syncgate[:2]}
+    assert redis_urls == {"redis://redis:6379/0"}
+    assert all("SYNCGATE_REDIS_URL" not in stack[name]["environment"] for name in syncgate[2:])
+
+    # Each store's settings are valid for the processes that read them.
+    def values(name: str) -> dict[str, Any]:
+        env = stack[name]["environment"].items()
+        return {key.removeprefix("SYNCGATE_").lower(): value for key, value in env}
+
+    GatewaySettings(**values("gateway-2"), session_keys=Fernet.generate_key().decode())
+    ConsumerSettings(**values("consumer-2"))
+
+
+def test_every_dependency_exists_and_waits_for_a_health_check(
+    compose: dict[str, Any], scale: dict[str, Any]
+) -> None:
+    stack = merged(compose, scale)
+    for name, config in stack.items():
+        depends = config.get("depends_on", {})
+        for dependency in depends:
+            assert dependency in stack, (name, dependency)
+            if isinstance(depends, dict) and depends[dependency].get("condition") == (
+                "service_healthy"
+            ):
+                check = stack[dependency].get("healthcheck", {})
+                assert check.get("test"), (name, dependency)
+                assert not check.get("disable"), (name, dependency)
+    for name in ("gateway", "gateway-2"):
+        assert {"rabbitmq", "postgres", "redis"} <= set(stack[name]["depends_on"]), name
+    for name in ("consumer", "consumer-2"):
+        assert {"rabbitmq", "postgres"} <= set(stack[name]["depends_on"]), name
+
+
+def test_the_second_gateway_reads_the_first_ones_files(
+    compose: dict[str, Any], scale: dict[str, Any]
+) -> None:
+    stack = merged(compose, scale)
+    first, second = stack["gateway"], stack["gateway-2"]
+    for setting in ("SYNCGATE_USERS_FILE", "SYNCGATE_APP_SETTINGS_FILE", "SYNCGATE_PORT"):
+        assert first["environment"][setting] == second["environment"][setting], setting
+
+    def sources(config: dict[str, Any]) -> dict[str, str]:
+        return {v.split(":")[1]: v.split(":")[0] for v in config["volumes"]}
+
+    for path in ("SYNCGATE_USERS_FILE", "SYNCGATE_APP_SETTINGS_FILE"):
+        directory = str(Path(first["environment"][path]).parent)
+        assert sources(first)[directory] == sources(second)[directory], path
+    users_dir = str(Path(second["environment"]["SYNCGATE_USERS_FILE"]).parent)
+    assert f"gateway-data:{users_dir}:ro" in second["volumes"]  # one writer: the first gateway
+    assert "ports" not in second, "reached through the balancer only"
+
+
+def test_the_balancer_spreads_over_both_gateways_on_a_loopback_port(
+    compose: dict[str, Any], scale: dict[str, Any]
+) -> None:
+    stack = merged(compose, scale)
+    balancer = stack["balancer"]
+    mounts = bind_mounts(balancer, ROOT)  # -f paths are relative to the base file
+    conf = in_container(mounts, "/etc/nginx/conf.d/default.conf").read_text()
+    upstream = re.search(r"upstream\s+(\w+)\s*\{([^}]*)\}", conf)
+    assert upstream is not None
+    servers = set(re.findall(r"^\s*server\s+([\w.-]+:\d+);", upstream.group(2), re.MULTILINE))
+    gateways = {
+        f"{name}:{stack[name]['environment']['SYNCGATE_PORT']}"
+        for name in stack
+        if stack[name].get("command") == ["gateway"]
+    }
+    assert servers == gateways == {"gateway:8080", "gateway-2:8080"}
+    assert f"proxy_pass http://{upstream.group(1)};" in conf
+    [listen] = re.findall(r"^\s*listen\s+(\d+);", conf, re.MULTILINE)
+    assert balancer["ports"] == [f"127.0.0.1:{listen}:{listen}"]
+    assert set(balancer["depends_on"]) == {"gateway", "gateway-2"}
+
+
+def test_the_scale_stack_publishes_on_loopback_only_and_mounts_files_that_exist(
+    scale: dict[str, Any],
+) -> None:
+    published = []
+    for name, config in services(scale).items():
+        for port in config.get("ports", []):
+            assert port.startswith("127.0.0.1:"), (name, port)
+            published.append(port.split(":")[1])
+        for source in bind_mounts(config, ROOT).values():
+            assert source.exists(), (name, source)
+    assert len(published) == len(set(published)), published
+    assert "8080" not in published  # compose.yaml's gateway
+    assert "9464" not in published  # compose.yaml's consumer
+
+
+def test_the_interpolation_check_can_fail() -> None:
+    assert interpolated("a${X:?set X}b") == "a<X>b"
+    with pytest.raises(AssertionError):
+        interpolated("${X:-default}")

@@ -423,6 +423,24 @@ async def test_broken_framing_is_refused_with_one_info_line_and_no_traceback(
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in server), server
 
 
+async def test_a_broken_cookie_header_is_refused_without_its_value_in_the_log(
+    client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "gAAAAABsecretsessionvalue"
+    reader, writer = await open_raw(client)
+    writer.write(f"GET / HTTP/1.1\r\nHost: x\r\nCookie: s={secret}\x00\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.split()[1] == b"400"
+    await asyncio.sleep(0.05)
+    server = [r.getMessage() for r in caplog.records if r.name == "aiohttp.server"]
+    assert server, "aiohttp logged nothing about the broken request"
+    assert all(secret not in line for line in server), server
+    assert errors_logged(caplog) == []
+
+
 async def test_a_repeated_key_resolves_to_its_last_value_as_documented(
     client: Client, fake_publisher: FakePublisher
 ) -> None:

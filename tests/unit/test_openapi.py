@@ -191,6 +191,7 @@ async def test_the_docs_page_works_offline(client: Client) -> None:
     assets = re.findall(r'(?:src|href)="([^"]+)"', html)
     assert "/static/docs.js" in assets
     assert "/openapi.json" in assets
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(assets)
     for asset in assets:
         assert asset.startswith("/"), f"{asset} is not served by the gateway"
         assert (await client.get(asset)).status == 200
@@ -209,3 +210,13 @@ async def test_the_document_says_which_numbers_data_may_carry(client: Client) ->
     assert numbers
     for branch in numbers:
         assert (branch["minimum"], branch["maximum"]) == (-(2**63), 2**63 - 1)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/docs/assets/index.css", "/docs/assets/core.py", "/docs/assets/..%2F__init__.py"],
+)
+async def test_only_swagger_uis_bundle_and_stylesheet_are_served(client: Client, path: str) -> None:
+    response = await client.get(path)
+    assert response.status == 404
+    assert (await response.json())["error"]["code"] == "not_found"
