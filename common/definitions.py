@@ -78,6 +78,17 @@ class _RecordedQueue:
         if binding not in self.recorder.bindings:
             self.recorder.bindings.append(binding)
 
+    async def unbind(
+        self, exchange: _RecordedExchange | str, routing_key: str | None = None, **_: Any
+    ) -> None:
+        source = exchange if isinstance(exchange, str) else exchange.name
+        key = self.name if routing_key is None else routing_key
+        self.recorder.bindings[:] = [
+            b
+            for b in self.recorder.bindings
+            if (b["source"], b["destination"], b["routing_key"]) != (source, self.name, key)
+        ]
+
 
 @dataclass
 class TopologyRecorder:

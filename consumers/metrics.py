@@ -67,12 +67,24 @@ class ConsumerMetrics:
             "1 while consuming is paused because the run store is unavailable, else 0.",
             registry=self.registry,
         )
+        self.follow_ups = Counter(
+            "syncgate_consumer_follow_ups",
+            "Follow-up events (confluence/app.sync.completed) published after a commit, by "
+            "outcome: confirmed, or failed after every attempt (the message is acked anyway).",
+            ["outcome"],
+            registry=self.registry,
+        )
         # Every outcome shows from the start, at 0, so a rate() over it never has a gap.
         for outcome in OUTCOMES:
             self.messages.labels(outcome=outcome)
+        for outcome in ("confirmed", "failed"):
+            self.follow_ups.labels(outcome=outcome)
 
     def settled(self, outcome: str) -> None:
         self.messages.labels(outcome=outcome).inc()
+
+    def follow_up(self, outcome: str) -> None:
+        self.follow_ups.labels(outcome=outcome).inc()
 
     def timed(self, handlers: Mapping[str, Handler]) -> dict[str, Handler]:
         """The same handlers, each timed under its event's name."""

@@ -39,11 +39,12 @@ from common.stores.runs import RunStoreUnavailable, RunWrites
 from common.topology import declare_consumer_topology
 from consumers.acks import BatchedAcks, Settleable
 from consumers.errors import NonRetryableError
+from consumers.follow_ups import publish_follow_ups
 from consumers.handlers import Deps, Handler, HandlerDeps
 from consumers.metrics import ConsumerMetrics
 from consumers.pause import StorePause
 from consumers.settings import ConsumerSettings
-from schemas.registry import REGISTRY, EventRegistry, UnknownEvent
+from schemas.registry import REGISTRY, Event, EventRegistry, UnknownEvent
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -97,6 +98,8 @@ class Decision:
     settlement: Settlement
     reason: str = ""
     error: str = ""
+    follow_ups: tuple[Event, ...] = ()
+    """For ACK: what the handler asked to publish, now that its writes are committed."""
 
 
 def attempt_of(message: Delivery) -> int:
@@ -148,6 +151,7 @@ class Runner:
         self._drained.set()
         self._retry_exchange: Republisher | None = None
         self._dead_letter_exchange: Republisher | None = None
+        self._events_exchange: Republisher | None = None
         self._frame_max: FrameMax | None = None
         self.consuming = asyncio.Event()
 
@@ -198,16 +202,23 @@ class Runner:
         self.use_exchanges(
             retry=channel.default_exchange,
             dead_letter=await channel.get_exchange(self._settings.dead_letter_exchange),
+            events=await channel.get_exchange(self._settings.exchange),
             frame_max=functools.partial(negotiated_frame_max, channel),
         )
 
     def use_exchanges(
-        self, *, retry: Republisher, dead_letter: Republisher, frame_max: FrameMax
+        self,
+        *,
+        retry: Republisher,
+        dead_letter: Republisher,
+        events: Republisher,
+        frame_max: FrameMax,
     ) -> None:
-        """Where `settle` republishes: both must be on confirming channels, whose connection's
-        negotiated `frame_max` bounds each copy."""
+        """Where `settle` republishes, and publishes follow-up events (`events`): all on
+        confirming channels, whose connection's negotiated `frame_max` bounds each copy."""
         self._retry_exchange = retry
         self._dead_letter_exchange = dead_letter
+        self._events_exchange = events
         self._frame_max = frame_max
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
@@ -281,8 +292,9 @@ class Runner:
     async def _handle(
         self, message: Delivery, event: object, event_id: str, handler: Handler, writes: RunWrites
     ) -> Decision:
+        deps = HandlerDeps(runs=writes)
         try:
-            await handler(event, HandlerDeps(runs=writes))
+            await handler(event, deps)
         except NonRetryableError as exc:
             return Decision(Settlement.DEAD_LETTER, "handler_rejected", repr(exc)[:1000])
         except Exception as exc:
@@ -293,7 +305,7 @@ class Runner:
         writes.mark_processed(event_id)
         # On disk before the ack: a crash after this is a duplicate, never a loss.
         await writes.commit()
-        return Decision(Settlement.ACK)
+        return Decision(Settlement.ACK, follow_ups=tuple(deps.follow_ups))
 
     async def settle(self, message: Delivery, decision: Decision) -> None:
         if decision.settlement is Settlement.HAND_BACK:
@@ -309,9 +321,25 @@ class Runner:
             except CopyDoesNotFit as exc:
                 await self._leave_to_the_broker(message, decision, exc)
                 return
+        if decision.follow_ups:
+            await self._publish_follow_ups(message, decision.follow_ups)
         await self._acks.ack(message)
         self._metrics.settled(decision.settlement.value)
         log.info("settled: %s", decision.settlement.value)
+
+    async def _publish_follow_ups(self, message: Delivery, events: tuple[Event, ...]) -> None:
+        """After the commit, before the ack; a failure is logged and counted, and the ack
+        goes ahead (consumers/follow_ups.py says why)."""
+        assert self._events_exchange is not None
+        confirmed = await publish_follow_ups(
+            self._events_exchange,
+            events,
+            correlation_id=message.correlation_id,
+            attempts=self._settings.follow_up_attempts,
+            timeout=self._settings.follow_up_timeout,
+        )
+        for ok in confirmed:
+            self._metrics.follow_up("confirmed" if ok else "failed")
 
     async def _republish(self, message: Delivery, decision: Decision) -> None:
         """The copy for the retry queue or the DLQ, confirmed before the ack: a crash in

@@ -7,7 +7,7 @@ import signal
 
 from common.process import StartupError
 from common.stores.runs import RunStoreRefused
-from consumers.bootstrap import HANDLERS, build_deps
+from consumers.bootstrap import HANDLERS, build_deps, check_routing
 from consumers.handlers import Handler
 from consumers.metrics import ConsumerMetrics, serve_metrics
 from consumers.runner import Runner
@@ -15,6 +15,7 @@ from consumers.settings import ConsumerSettings
 
 
 async def serve(settings: ConsumerSettings, handlers: dict[str, Handler] = HANDLERS) -> None:
+    check_routing(settings.binding, handlers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -52,6 +52,11 @@ class ConsumerSettings(TraceSettings, BaseSettings):
     # How often syncgate_dlq_messages is sampled (a passive declare of the DLQ); 0 turns it off.
     metrics_dlq_interval: float = Field(default=15.0, ge=0)
 
+    # Follow-up events (confluence/app.sync.completed), published after the run store's
+    # commit: tries per event, and the bound on each try's confirm (consumers/follow_ups.py).
+    follow_up_attempts: int = Field(default=3, ge=1, le=10)
+    follow_up_timeout: float = Field(default=5.0, gt=0)
+
     log_format: LogFormat = "json"
     log_level: str = "INFO"
 

@@ -19,6 +19,7 @@ from gateway.connections import connection_middleware
 from gateway.csrf import csrf_middleware
 from gateway.dead_letters import OperatorQueues
 from gateway.deadlines import InFlight
+from gateway.events_view import routes as events_routes
 from gateway.idempotency import IdempotencyCache
 from gateway.keys import (
     APP_SETTINGS,
@@ -137,6 +138,7 @@ def create_app(
     app[LOGIN_LIMITS] = LoginLimits(login_failures, retry_after=settings.retry_after)
     app.cleanup_ctx.append(cleanup_ctx(login_failures))
     app.add_routes(routes)
+    app.add_routes(events_routes)
     app.add_routes(runs_routes)
     app[OPERATOR_QUEUES] = operator_queues
     app.cleanup_ctx.append(cleanup_ctx(operator_queues))

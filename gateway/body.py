@@ -148,14 +148,14 @@ def _inflate(body: bytes, wbits: int, limit: int, *, members: bool) -> bytes:
             raise UnreadableBody("the body goes on after its compressed stream ends")
 
 
-async def read_json_object(request: web.Request, *, max_depth: int) -> dict[str, Any]:
-    """The body as a JSON object; an absent or empty body counts as `{}`.
+async def read_json(request: web.Request, *, max_depth: int, empty: Any) -> Any:
+    """The body as any JSON value; `empty` for an absent or empty body.
 
     Empty means zero bytes, however they were framed (no body, `Content-Length: 0`, or a
     chunked body with no chunks), so the answer does not depend on the client's framing.
     """
     if not request.body_exists:
-        return {}
+        return empty
     if not is_json_content_type(request.content_type):
         raise UnsupportedMediaType("send the body as application/json")
     charset = request.charset
@@ -163,23 +163,34 @@ async def read_json_object(request: web.Request, *, max_depth: int) -> dict[str,
         raise MalformedJson(f"JSON bodies must be UTF-8, not {charset!r}")
     body = await read_body(request)
     if not body:
-        return {}
-    value = parse_json(body, max_depth=max_depth)
+        return empty
+    return parse_json(body, max_depth=max_depth)
+
+
+async def read_json_object(request: web.Request, *, max_depth: int) -> dict[str, Any]:
+    """The body as a JSON object; an absent or empty body counts as `{}`."""
+    value = await read_json(request, max_depth=max_depth, empty={})
     if not isinstance(value, dict):
         raise ValidationFailed("the body must be a JSON object")
     return value
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    """One `{loc, msg, type}` per violation, quoting none of the input."""
+    return [
+        {
+            "loc": ".".join(str(part) for part in error["loc"]),
+            "msg": error["msg"],
+            "type": error["type"],
+        }
+        for error in exc.errors(include_url=False, include_input=False)
+    ]
 
 
 def validate_body(model: type[M], value: dict[str, Any]) -> M:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        details = [
-            {
-                "loc": ".".join(str(part) for part in error["loc"]),
-                "msg": error["msg"],
-                "type": error["type"],
-            }
-            for error in exc.errors(include_url=False, include_input=False)
-        ]
-        raise ValidationFailed("the body does not match the contract", details=details) from None
+        raise ValidationFailed(
+            "the body does not match the contract", details=validation_details(exc)
+        ) from None

@@ -109,6 +109,20 @@ class ValidationFailed(GatewayError):
     code = "validation_failed"
 
 
+class UnknownEventType(GatewayError):
+    """POST /api/events named an event (or a version) that the registry does not hold."""
+
+    status = 422
+    code = "unknown_event"
+
+
+class NotPublishable(GatewayError):
+    """A registered event that only syncgate's own processes publish, never a client."""
+
+    status = 403
+    code = "not_publishable"
+
+
 class IdempotencyKeyReused(GatewayError):
     """An Idempotency-Key first sent with another body: answering for it would hide this one."""
 

@@ -36,6 +36,10 @@ attempts' events; in Redis, shared by every gateway, when `SYNCGATE_REDIS_URL` i
   out publishes that same event again (consumers dedupe it); one before that is a 503.
 
 A request without a key only builds and publishes: no hash, no store, no Redis.
+
+POST /api/events runs its client ids through the same cache and store, one event at a time,
+in scopes of their own (gateway/events_view.py): the user's id behind a prefix that no user
+id can have, so a client id never answers for an Idempotency-Key, nor the other way round.
 """
 
 from __future__ import annotations
@@ -69,11 +73,12 @@ from gateway.errors import (
     InvalidIdempotencyKey,
     StoreUnavailable,
 )
-from schemas.events import ConfluenceAppSync
+from schemas.registry import Event
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Event)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -155,13 +160,15 @@ class IdempotencyCache:
         key: str | None,
         *,
         data: JsonValue,
-        build: Callable[[], ConfluenceAppSync],
-        publish: Callable[[ConfluenceAppSync], Awaitable[None]],
+        build: Callable[[], E],
+        publish: Callable[[E], Awaitable[None]],
+        decode: Callable[[bytes], E],
     ) -> Outcome:
         """Publish at most one event per (user, key) and window, and return its id.
 
         `data` is what the request asks for (compared across requests with one key), `build`
-        makes a new event of it, and `publish` returns once the broker confirmed an event and
+        makes a new event of it, `decode` reads back an attempted one (its JSON), and
+        `publish` returns once the broker confirmed an event and
         raises otherwise. Without a key, it builds and publishes. A failure (a 503) reaches
         this caller and every caller waiting on the same key; the attempted event is kept, and
         the next request with the key publishes it again.
@@ -192,7 +199,7 @@ class IdempotencyCache:
         pending = _InFlight(fingerprint)
         self._in_flight[scope] = pending
         try:
-            outcome = await self._publish_once(scope, fingerprint, build, publish)
+            outcome = await self._publish_once(scope, fingerprint, build, publish, decode)
         except BaseException as exc:
             if pending.event_id is not None:
                 if isinstance(exc, Exception):
@@ -211,8 +218,9 @@ class IdempotencyCache:
         self,
         scope: Scope,
         fingerprint: bytes,
-        build: Callable[[], ConfluenceAppSync],
-        publish: Callable[[ConfluenceAppSync], Awaitable[None]],
+        build: Callable[[], E],
+        publish: Callable[[E], Awaitable[None]],
+        decode: Callable[[bytes], E],
     ) -> Outcome:
         """Publish the key's attempt again, or a new event; tell the store whatever happens."""
         try:
@@ -227,7 +235,7 @@ class IdempotencyCache:
             return Outcome(claim.outcome, replayed=True)
         encoded = claim.attempt
         if encoded is not None:
-            event = ConfluenceAppSync.model_validate_json(encoded)
+            event = decode(encoded)
         else:
             event = build()
             if claim.token is not None:

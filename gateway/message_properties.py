@@ -20,8 +20,7 @@ import aio_pika
 from pamqp.commands import Basic
 
 from common.cloudevents import DEFAULT_EVENT_SOURCE, EventSource, attribute_headers
-from schemas.events import ConfluenceAppSync
-from schemas.registry import REGISTRY
+from schemas.registry import REGISTRY, Event
 
 CONTENT_TYPE = "application/json"
 CONTENT_ENCODING = "utf-8"
@@ -47,7 +46,7 @@ def _schema_file_name(name: str, v: str) -> str:
 
 
 def message_properties(
-    event: ConfluenceAppSync,
+    event: Event,
     *,
     correlation_id: str,
     event_id: str | None = None,

@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.body import NoBody
 from gateway.csrf import HEADER as CSRF_HEADER
+from gateway.events_view import EventsRequest
 from gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from gateway.idempotency import MAX_KEY_LENGTH
 from gateway.keys import SETTINGS
@@ -29,9 +30,11 @@ from gateway.operator_views import DiscardRequest, ReplayRequest
 from gateway.page import STATIC_DIR, SWAGGER_UI_DIR, SWAGGER_UI_FILES, static_files
 from gateway.responses import (
     AuditTrailBody,
+    BatchResults,
     CsrfTokenResponse,
     DeadLetterBody,
     ErrorBody,
+    EventsAccepted,
     Health,
     LoggedOut,
     LoginResponse,
@@ -160,11 +163,66 @@ _SYNC = Operation(
         **_ANY,
     },
 )
+_EVENTS = Operation(
+    summary="Publish registered events for the signed-in user: one, or a batch",
+    description=(
+        "The body is one event request or an array of them (at most "
+        "SYNCGATE_EVENTS_MAX_BATCH, in at most SYNCGATE_EVENTS_MAX_BODY_BYTES). The gateway "
+        "makes the event id, `ts` and `user` (from the session), and for "
+        "`confluence/app.sync` its `appSettings`, as POST /api/sync does; `data` is validated "
+        "by the event's registered model. One event: 202 once confirmed, else an error. A "
+        "batch: each item is validated alone, the valid ones are published in parallel, each "
+        "confirmed; 202 when every item was accepted, else 207 with each item's own status "
+        "and error. A client `id` is an idempotency key for its event, per user: a retry "
+        "with it is not published again and answers with the first event id."
+    ),
+    auth="session+csrf",
+    body=EventsRequest,
+    body_required=True,
+    tag="events",
+    answers={
+        202: Answer(
+            "Every event was published and confirmed: its id, or one result per item.",
+            EventsAccepted,
+            headers=("Idempotent-Replayed",),
+        ),
+        207: Answer(
+            "A batch with at least one item not accepted: one result per item; the items "
+            "with status 202 were published. Retry-After is set when an item got a 503.",
+            BatchResults,
+            headers=("Retry-After",),
+        ),
+        **_BODY,
+        400: Answer("Malformed JSON, or an Idempotency-Key header (use each event's `id`)."),
+        413: Answer(
+            "The body is over SYNCGATE_EVENTS_MAX_BODY_BYTES (once inflated, too), or the "
+            "batch holds more than SYNCGATE_EVENTS_MAX_BATCH events."
+        ),
+        422: Answer(
+            "One event that does not match its contract (`validation_failed`), an unknown "
+            "name or version (`unknown_event`, naming the known ones), a client id first sent "
+            "with another event (`idempotency_key_reused`), or an empty batch."
+        ),
+        **_SIGNED_IN,
+        403: Answer(
+            "Another site's origin or no valid X-CSRF-Token (`csrf_failed`), or an event that "
+            "clients may not publish (`not_publishable`)."
+        ),
+        503: Answer(
+            "One event: the broker did not confirm in time (`broker_unavailable`), the "
+            "idempotency store did not answer (`store_unavailable`), or sessions are still "
+            "loading; retry.",
+            headers=("Retry-After",),
+        ),
+        **_ANY,
+    },
+)
 _HTML = Answer("An HTML page.", None, "text/html")
 
 OPERATIONS: Mapping[tuple[str, str], Operation] = {
     ("POST", "/api/sync"): _SYNC,
     ("POST", "/api/route"): _SYNC,
+    ("POST", "/api/events"): _EVENTS,
     ("POST", "/api/auth/login"): Operation(
         summary="Sign in: a new session cookie and its CSRF token",
         body=LoginRequest,

@@ -24,8 +24,7 @@ from gateway.lifecycle import BackgroundLink, Managed
 from gateway.message_properties import message_properties
 from gateway.metrics import GatewayMetrics, PublishOutcome
 from gateway.settings import GatewaySettings
-from schemas.events import ConfluenceAppSync
-from schemas.registry import routing_key_for
+from schemas.registry import Event, routing_key_for
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -41,12 +40,12 @@ class EventPublisher(Managed, Protocol):
         """The broker connection is open and the exchange is declared."""
         ...
 
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+    async def publish(self, event: Event, *, correlation_id: str) -> None:
         """Return once the broker confirmed the event; raise BrokerUnavailable otherwise."""
         ...
 
 
-def message_body(event: ConfluenceAppSync) -> bytes:
+def message_body(event: Event) -> bytes:
     return event.model_dump_json().encode()
 
 
@@ -134,7 +133,7 @@ class AmqpPublisher(BackgroundLink):
             and not self._channel.is_closed
         )
 
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+    async def publish(self, event: Event, *, correlation_id: str) -> None:
         # Every line logged for this request from here on, its request line included, names
         # the event: one grep of the id finds the gateway's line and the consumer's.
         event_id = str(event.id)
@@ -174,7 +173,7 @@ class AmqpPublisher(BackgroundLink):
 
     async def _publish(
         self,
-        event: ConfluenceAppSync,
+        event: Event,
         body: bytes,
         properties: aiormq.spec.Basic.Properties,
         routing_key: str,

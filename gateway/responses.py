@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, RootModel
 from pydantic.json_schema import SkipJsonSchema
 
 from schemas.events import EventUser
@@ -54,6 +54,35 @@ class SyncAccepted(_Response):
         description='The string "true", as the original clients expect.'
     )
     id: str = Field(description="The published event's id (a UUID).")
+
+
+class EventAccepted(_Response):
+    id: str = Field(description="The published event's id (a UUID), made by the gateway.")
+
+
+class EventResult(_Response):
+    """One item of a batch: accepted (202, with its event id) or not (its error)."""
+
+    index: int = Field(ge=0, description="The item's position in the batch.")
+    status: int = Field(
+        description="202 accepted; else the status this item alone would have had "
+        "(403, 422, 503, ...)."
+    )
+    id: str | SkipJsonSchema[None] = absent_when_none("The event id, when accepted.")
+    replayed: Literal[True] | SkipJsonSchema[None] = absent_when_none(
+        "Present when a retry of this client id answers with the first event id."
+    )
+    error: ErrorDetail | SkipJsonSchema[None] = absent_when_none("Why it was not accepted.")
+
+
+class BatchResults(_Response):
+    results: list[EventResult] = Field(description="One result per item, in the batch's order.")
+
+
+class EventsAccepted(RootModel[EventAccepted | BatchResults]):
+    """One event's id, or (for a batch) one result per item."""
+
+    model_config = ConfigDict(frozen=True)
 
 
 class LoginResponse(_Response):

@@ -106,6 +106,10 @@ class GatewaySettings(TraceSettings, BaseSettings):
     # then 503 with Retry-After.
     deadline_margin: float = Field(default=1.0, ge=0)
     max_json_depth: int = Field(default=32, ge=2)
+    # POST /api/events: a batch holds at most this many events, in a body of at most this
+    # many bytes (once inflated): its own limit, above the 64 KiB of every other route.
+    events_max_batch: int = Field(default=100, ge=1, le=10_000)
+    events_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
     # The load balancers (addresses or networks, comma-separated: "10.0.0.5, 10.1.0.0/16")
     # whose Forwarded or X-Forwarded-For header names the client (gateway/client_address.py).

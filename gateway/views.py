@@ -77,7 +77,12 @@ async def sync(request: web.Request) -> web.Response:
     # failure the same event is published again. `data` is compared across requests with the
     # key: it is all of the body that reaches the event.
     outcome = await request.app[IDEMPOTENCY].run_once(
-        signed_in.user.id, key, data=body.data, build=build, publish=publish
+        signed_in.user.id,
+        key,
+        data=body.data,
+        build=build,
+        publish=publish,
+        decode=ConfluenceAppSync.model_validate_json,
     )
     headers = {"Idempotent-Replayed": "true"} if outcome.replayed else None
     # "success" stays the string "true": the original clients compare it as a string.

@@ -4,14 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import BaseModel
 
-from schemas.events import ConfluenceAppSync
+from schemas.events import ConfluenceAppSync, EventUser
+from schemas.sync_completed import ConfluenceAppSyncCompleted
 
 
 class UnknownEvent(LookupError):
     """No model is registered for this (name, v)."""
+
+
+class Event(Protocol):
+    """What every registered model has: the envelope the publishers and consumers read."""
+
+    @property
+    def id(self) -> object: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def v(self) -> str: ...
+    @property
+    def ts(self) -> int: ...
+    @property
+    def user(self) -> EventUser: ...
+
+    def model_dump_json(self) -> str: ...
 
 
 def routing_key_for(name: str) -> str:
@@ -24,6 +43,9 @@ class EventType:
     name: str
     v: str
     model: type[BaseModel]
+    client_publishable: bool = False
+    """Whether POST /api/events takes it from clients; False: only syncgate's own processes
+    publish it (the gateway answers 403)."""
 
     @property
     def routing_key(self) -> str:
@@ -61,7 +83,31 @@ class EventRegistry:
     def __iter__(self) -> Iterator[EventType]:
         return iter(self._by_key.values())
 
+    def versions(self, name: str) -> list[str]:
+        """The registered versions of `name`, oldest first ([] for an unknown name)."""
+        return sorted((t.v for t in self if t.name == name), key=_version_order)
+
+    def latest(self, name: str) -> EventType:
+        """The newest version of `name`; UnknownEvent if there is none."""
+        versions = self.versions(name)
+        if not versions:
+            raise UnknownEvent(f"no event model for name={_quoted(name)}")
+        return self._by_key[(name, versions[-1])]
+
+    def known(self) -> list[str]:
+        """Every registered `name vN`, for error messages."""
+        return [
+            f"{t.name} v{t.v}" for t in sorted(self, key=lambda t: (t.name, _version_order(t.v)))
+        ]
+
+
+def _version_order(v: str) -> tuple[int, str]:
+    """Numeric versions in numeric order ("2" before "10"), anything else after, by text."""
+    return (int(v), "") if v.isdigit() else (2**63, v)
+
 
 REGISTRY = EventRegistry(
-    EventType(name="confluence/app.sync", v="1", model=ConfluenceAppSync),
+    EventType(name="confluence/app.sync", v="1", model=ConfluenceAppSync, client_publishable=True),
+    # Published by the consumer once a sync run is committed (consumers/runner.py).
+    EventType(name="confluence/app.sync.completed", v="1", model=ConfluenceAppSyncCompleted),
 )

@@ -24,7 +24,7 @@ from gateway.bootstrap import build_app
 from gateway.keys import PUBLISHER
 from gateway.publisher import EventPublisher
 from gateway.settings import GatewaySettings
-from schemas.events import ConfluenceAppSync
+from schemas.registry import Event
 from tests.conftest import AMQP_URL, AiohttpClient, BrokerNames, login
 from tests.support.broker import broker_stopped, memory_alarm, rabbitmqctl
 from tests.support.consumer import recorded_ids
@@ -273,7 +273,7 @@ class RecordingPublisher:
     async def close(self) -> None:
         pass
 
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+    async def publish(self, event: Event, *, correlation_id: str) -> None:
         self.attempted.append(str(event.id))
         await self._inner.publish(event, correlation_id=correlation_id)
 

@@ -7,19 +7,22 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.dead_letters import DeadLetter, DeadLetterError
 from gateway.dead_letters import DeadLetterSource, QueueName, QueuesUnavailable
 from gateway.errors import BrokerUnavailable
 from gateway.revocation import RevokedSessions
-from schemas.events import ConfluenceAppSync
+from schemas.registry import Event
 
 
 class FakePublisher:
-    """Stands in for the broker in unit tests: records what would have been published."""
+    """Stands in for the broker in unit tests: records what would have been published.
+
+    The events are kept as Any: a test reads the fields of the event type it published."""
 
     def __init__(self) -> None:
-        self.published: list[tuple[ConfluenceAppSync, str]] = []
+        self.published: list[tuple[Any, str]] = []
         self.fail_with: BrokerUnavailable | None = None
         self.ready = True
 
@@ -29,7 +32,7 @@ class FakePublisher:
     async def close(self) -> None:
         pass
 
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+    async def publish(self, event: Event, *, correlation_id: str) -> None:
         if self.fail_with is not None:
             raise self.fail_with
         self.published.append((event, correlation_id))
@@ -40,9 +43,9 @@ class RecordingPublisher(FakePublisher):
 
     def __init__(self) -> None:
         super().__init__()
-        self.attempted: list[ConfluenceAppSync] = []
+        self.attempted: list[Any] = []
 
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+    async def publish(self, event: Event, *, correlation_id: str) -> None:
         self.attempted.append(event)
         await super().publish(event, correlation_id=correlation_id)
 
@@ -56,7 +59,7 @@ class GatedPublisher(RecordingPublisher):
         self.entered = 0
         self.first_entered = asyncio.Event()
 
-    async def publish(self, event: ConfluenceAppSync, *, correlation_id: str) -> None:
+    async def publish(self, event: Event, *, correlation_id: str) -> None:
         self.entered += 1
         self.first_entered.set()
         await self.gate.wait()

@@ -281,7 +281,14 @@ class FakeBroker:
     async def run(
         self, cache: IdempotencyCache, key: str | None, data: JsonValue = "data"
     ) -> Outcome:
-        return await cache.run_once("u", key, data=data, build=self.build, publish=self.publish)
+        return await cache.run_once(
+            "u",
+            key,
+            data=data,
+            build=self.build,
+            publish=self.publish,
+            decode=ConfluenceAppSync.model_validate_json,
+        )
 
     async def fails(self, cache: IdempotencyCache, key: str, data: JsonValue = "data") -> None:
         with pytest.raises(BrokerUnavailable):
@@ -481,7 +488,14 @@ async def test_a_waiter_takes_over_when_the_first_request_is_cancelled() -> None
         await asyncio.Event().wait()
 
     first = asyncio.create_task(
-        cache.run_once("u", "k", data="data", build=broker.build, publish=hangs)
+        cache.run_once(
+            "u",
+            "k",
+            data="data",
+            build=broker.build,
+            publish=hangs,
+            decode=ConfluenceAppSync.model_validate_json,
+        )
     )
     await started.wait()
     second = asyncio.create_task(broker.run(cache, "k"))

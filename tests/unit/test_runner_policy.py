@@ -86,7 +86,12 @@ def runner_with(
     handlers = {EVENT_NAME: handler} if handler is not None else {}
     runner = Runner(settings, handlers, Deps(runs=runs), metrics=metrics)
     retry, dead_letter = FakeExchange("retry", log), FakeExchange("dlx", log)
-    runner.use_exchanges(retry=retry, dead_letter=dead_letter, frame_max=negotiated(frame_max))
+    runner.use_exchanges(
+        retry=retry,
+        dead_letter=dead_letter,
+        events=FakeExchange("events", log),
+        frame_max=negotiated(frame_max),
+    )
     return runner, retry, dead_letter, log
 
 
@@ -662,7 +667,12 @@ async def test_a_store_outage_hands_the_message_back_and_pauses_until_the_store_
     runner = Runner(settings, {EVENT_NAME: recording(calls)}, Deps(runs=store), metrics=metrics)
     log: list[str] = []
     retry, dead_letter = FakeExchange("retry", []), FakeExchange("dlx", [])
-    runner.use_exchanges(retry=retry, dead_letter=dead_letter, frame_max=negotiated(131_072))
+    runner.use_exchanges(
+        retry=retry,
+        dead_letter=dead_letter,
+        events=FakeExchange("events", []),
+        frame_max=negotiated(131_072),
+    )
 
     with caplog.at_level(logging.INFO, logger="consumers"):
         decisions = [await runner.decide(delivery_of(sync_event())) for _ in range(3)]
