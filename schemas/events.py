@@ -70,7 +70,7 @@ EventId = Annotated[
 ]
 
 
-def _whole_number(value: object) -> object:
+def whole_number(value: object) -> object:
     # JSON Schema (and JavaScript) cannot tell 60.0 from 60: both are the integer 60. Strict
     # mode still refuses a string, a boolean and any fraction.
     if isinstance(value, float) and value.is_integer():
@@ -78,7 +78,7 @@ def _whole_number(value: object) -> object:
     return value
 
 
-Integer = Annotated[int, BeforeValidator(_whole_number)]
+Integer = Annotated[int, BeforeValidator(whole_number)]
 """An integer field: a JSON integer, or a number whose fraction is zero."""
 
 # Every number in `data` is within the signed 64-bit range: the gateway refuses integers past

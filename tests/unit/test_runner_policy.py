@@ -731,6 +731,7 @@ async def test_each_version_of_an_event_is_validated_by_its_own_model(
     runner.use_exchanges(
         retry=FakeExchange("retry", []),
         dead_letter=FakeExchange("dlx", []),
+        events=FakeExchange("events", []),
         frame_max=negotiated(131_072),
     )
     v1 = sync_event()
