@@ -143,7 +143,7 @@ def runs(store: str, limit: int) -> None:
 
 @cli.group()
 def schemas() -> None:
-    """Export the JSON Schema files from the event models, or check them."""
+    """Export the JSON Schema files from the event models, check them, release versions."""
 
 
 @schemas.command("export")
@@ -157,7 +157,9 @@ def schemas_export() -> None:
 
 @schemas.command("check")
 def schemas_check() -> None:
-    """Fail if a schema file differs from what the models export now."""
+    """Fail if a schema file differs from what the models export now, or if a released
+    version's schema changed in more than its descriptions (schemas/released.json)."""
+    from schemas.evolution import compare
     from schemas.export import drifted_schemas
 
     drifted = drifted_schemas()
@@ -166,6 +168,31 @@ def schemas_check() -> None:
             "out of date: " + ", ".join(drifted) + "; run `syncgate schemas export`"
         )
     click.echo("schema files match the models")
+    evolution = compare()
+    if not evolution.ok:
+        raise click.ClickException("\n".join(evolution.problems()))
+    click.echo(f"released versions unchanged: {len(evolution.unchanged)}")
+    for release in evolution.unreleased:
+        click.echo(
+            f"unreleased: {release.name} v{release.v} (record it with `syncgate schemas "
+            "release` when it ships; until then it may still change)"
+        )
+
+
+@schemas.command("release")
+def schemas_release() -> None:
+    """Record every unreleased version in schemas/released.json. A released version that
+    changed is never overwritten: the command fails instead."""
+    from schemas.evolution import MANIFEST, ReleasedVersionChanged, release
+
+    try:
+        recorded = release()
+    except ReleasedVersionChanged as exc:
+        raise click.ClickException(str(exc)) from None
+    for entry in recorded:
+        click.echo(f"released {entry.name} v{entry.v} ({entry.fingerprint})")
+    if not recorded:
+        click.echo(f"nothing to release: {MANIFEST} lists every registered version")
 
 
 @cli.group()

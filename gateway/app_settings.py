@@ -26,7 +26,8 @@ def load_app_settings(path: Path) -> AppSettings:
     except (ValueError, UnicodeDecodeError) as exc:
         raise AppSettingsError(f"the app settings file {path} is not valid: {exc}") from exc
     try:
-        return AppSettings.model_validate(data)
+        # Lax here, unlike on the wire: TOML and JSON arrays arrive as lists, not tuples.
+        return AppSettings.model_validate(data, strict=False)
     except ValidationError as exc:
         raise AppSettingsError(f"the app settings in {path} are invalid:\n{exc}") from exc
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.body import NoBody, read_json_object, validate_body
 from gateway.csrf import csrf_token
@@ -25,7 +25,7 @@ from gateway.keys import (
 from gateway.responses import json_response
 from gateway.routing import RouteTable
 from gateway.sessions import end_session, require_user, start_session
-from schemas.events import ConfluenceAppSync
+from schemas.events import ConfluenceAppSync, EventData
 
 routes = RouteTable()
 
@@ -35,7 +35,13 @@ class SyncRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data: JsonValue = Field(default=None, description="Free JSON passed through to the event.")
+    data: EventData = Field(
+        default=None,
+        description=(
+            "Free JSON passed through to the event. Every number in it lies within the signed "
+            "64-bit range, -2^63 to 2^63-1 (an integer past it is a 400, a float a 422)."
+        ),
+    )
 
 
 class LoginRequest(BaseModel):

@@ -11,14 +11,15 @@ from __future__ import annotations
 import time
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from schemas.events import EventUser, new_event_id
+from schemas.events import EventUser, new_event_id, whole_number
 
 # Lower-case, hyphenated: the only form `str(uuid.UUID)` gives, and the one the gateway sends.
 CANONICAL_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 Uuid = Annotated[str, Field(pattern=CANONICAL_UUID, json_schema_extra={"format": "uuid"})]
-Millis = Annotated[int, Field(ge=0, le=2**53 - 1)]
+# 1.0 is the integer 1, as JSON Schema reads it (schemas/events.py).
+Millis = Annotated[int, Field(ge=0, le=2**53 - 1), BeforeValidator(whole_number)]
 
 
 class SyncCompletedData(BaseModel):

@@ -26,5 +26,7 @@ echo "[test] mypy --strict" >&2
 .venv/bin/mypy
 echo "[test] import-linter: the layers (pyproject.toml [tool.importlinter])" >&2
 .venv/bin/lint-imports --no-cache
+echo "[test] event schemas: exported files current, released versions unchanged" >&2
+.venv/bin/syncgate schemas check
 echo "[test] pytest" >&2
 exec .venv/bin/pytest "$@"

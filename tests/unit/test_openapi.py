@@ -197,6 +197,21 @@ async def test_the_docs_page_works_offline(client: Client) -> None:
         assert (await client.get(asset)).status == 200
 
 
+async def test_the_document_says_which_numbers_data_may_carry(client: Client) -> None:
+    document = await fetch_document(client)
+    schemas = document["components"]["schemas"]
+    data = schemas["SyncRequest"]["properties"]["data"]
+    assert "signed 64-bit" in data["description"]
+    numbers = [
+        branch
+        for branch in schemas["EventData"]["anyOf"]
+        if branch.get("type") in ("integer", "number")
+    ]
+    assert numbers
+    for branch in numbers:
+        assert (branch["minimum"], branch["maximum"]) == (-(2**63), 2**63 - 1)
+
+
 @pytest.mark.parametrize(
     "path",
     ["/docs/assets/index.css", "/docs/assets/core.py", "/docs/assets/..%2F__init__.py"],

@@ -9,6 +9,7 @@ import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import hypothesis
 import orjson
@@ -17,6 +18,7 @@ from aiormq.abc import FieldValue
 from hypothesis import given
 from hypothesis import strategies as st
 from pamqp.encode import field_table
+from pydantic import BaseModel, ConfigDict
 
 from common.republish import (
     ATTEMPT_HEADER,
@@ -47,6 +49,7 @@ from consumers.runner import (
 )
 from consumers.settings import ConsumerSettings
 from schemas.events import ConfluenceAppSync
+from schemas.registry import EventRegistry, EventType
 from tests.support.consumer import padded_headers, wait_until
 from tests.support.deliveries import EVENT_NAME, FakeDelivery, FakeExchange, delivery_of
 from tests.support.events import sync_event
@@ -696,3 +699,52 @@ async def test_a_store_outage_hands_the_message_back_and_pauses_until_the_store_
 def value(metrics: ConsumerMetrics, name: str, **labels: str) -> float:
     sample = metrics.registry.get_sample_value(name, labels)
     return 0.0 if sample is None else sample
+
+
+# --- versions -------------------------------------------------------------------------------
+
+
+class _SyncV2Fixture(BaseModel):
+    """Not a product event: a second version of the sync event, for this test only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+    id: uuid.UUID
+    name: Literal["confluence/app.sync"]
+    v: Literal["2"]
+    reason: str
+
+
+async def test_each_version_of_an_event_is_validated_by_its_own_model(
+    settings: ConsumerSettings, runs: BatchedRunStore
+) -> None:
+    registry = EventRegistry(
+        EventType(name=EVENT_NAME, v="1", model=ConfluenceAppSync),
+        EventType(name=EVENT_NAME, v="2", model=_SyncV2Fixture),
+    )
+    seen: list[object] = []
+
+    async def handle(event: object, deps: HandlerDeps) -> None:
+        seen.append(event)
+
+    runner = Runner(settings, {EVENT_NAME: handle}, Deps(runs=runs), registry=registry)
+    runner.use_exchanges(
+        retry=FakeExchange("retry", []),
+        dead_letter=FakeExchange("dlx", []),
+        events=FakeExchange("events", []),
+        frame_max=negotiated(131_072),
+    )
+    v1 = sync_event()
+    v2 = {"id": str(uuid.uuid4()), "name": EVENT_NAME, "v": "2", "reason": "manual"}
+    v1_with_v2_field = {**orjson.loads(sync_event().model_dump_json()), "reason": "manual"}
+
+    assert await runner.decide(delivery_of(v1)) == Decision(Settlement.ACK)
+    assert await runner.decide(FakeDelivery(body=orjson.dumps(v2), message_id=v2["id"])) == (
+        Decision(Settlement.ACK)
+    )
+    refused = await runner.decide(
+        FakeDelivery(body=orjson.dumps(v1_with_v2_field), message_id=str(uuid.uuid4()))
+    )
+
+    assert [type(event) for event in seen] == [ConfluenceAppSync, _SyncV2Fixture]
+    assert (refused.settlement, refused.reason) == (Settlement.DEAD_LETTER, "invalid_body")

@@ -48,7 +48,7 @@ def test_event_is_frozen_and_strict() -> None:
     payload = json.loads(event.model_dump_json())
     payload["extra"] = 1
     with pytest.raises(ValidationError, match="extra"):
-        ConfluenceAppSync.model_validate(payload)
+        ConfluenceAppSync.model_validate_json(json.dumps(payload))
 
 
 @pytest.mark.parametrize("field", ["id", "name", "v", "ts", "user", "appSettings"])
@@ -56,7 +56,7 @@ def test_required_fields(field: str) -> None:
     payload = json.loads(make_event().model_dump_json())
     del payload[field]
     with pytest.raises(ValidationError):
-        ConfluenceAppSync.model_validate(payload)
+        ConfluenceAppSync.model_validate_json(json.dumps(payload))
 
 
 def test_routing_key_is_derived_from_the_name() -> None:
