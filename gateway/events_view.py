@@ -30,7 +30,6 @@ import orjson
 from aiohttp import web
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -38,9 +37,8 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
 )
-from typing_extensions import TypeAliasType
 
-from gateway.body import INT64_MAX, INT64_MIN, check_json_limits, read_json, validation_details
+from gateway.body import check_json_limits, read_json, validation_details
 from gateway.errors import (
     GatewayError,
     IdempotencyKeyReused,
@@ -56,7 +54,7 @@ from gateway.keys import APP_SETTINGS, IDEMPOTENCY, PUBLISHER, REQUEST_ID, SETTI
 from gateway.responses import json_response
 from gateway.routing import RouteTable
 from gateway.sessions import require_user
-from schemas.events import new_event_id
+from schemas.events import EventData, new_event_id
 from schemas.registry import REGISTRY, Event, EventType, UnknownEvent
 
 log = logging.getLogger(__name__)
@@ -82,28 +80,10 @@ _NAMES: list[JsonValue] = [*sorted({t.name for t in REGISTRY})]
 _VERSIONS: list[JsonValue] = [*sorted({t.v for t in REGISTRY})]
 
 
-# JSON whose every number lies within the signed 64-bit range, as the body parser requires of
-# integers (gateway/body.py) and as a JSON Schema validator reads numbers (1e19 is the
-# integer 10^19). The same contract as `schemas.events.EventData` on the `contract` branch:
-# once both are merged, use that one here.
-def _float_in_range(value: object) -> object:
-    if isinstance(value, float) and not INT64_MIN <= value <= INT64_MAX:
-        raise ValueError("a number must lie within the signed 64-bit range")
-    return value
-
-
-_Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
-_Float64 = Annotated[
-    float,
-    BeforeValidator(_float_in_range),
-    Field(json_schema_extra={"minimum": INT64_MIN, "maximum": INT64_MAX}),
-]
-BoundedJson = TypeAliasType(
-    "BoundedJson",
-    '_Int64 | _Float64 | str | bool | list["BoundedJson"] | dict[str, "BoundedJson"] | None',
-)
-_BATCH: TypeAdapter[list[BoundedJson]] = TypeAdapter(
-    list[BoundedJson], config=ConfigDict(strict=True)
+# Each item is JSON whose every number lies within the signed 64-bit range: the event
+# contract's own EventData, as the body parser also requires of integers (gateway/body.py).
+_BATCH: TypeAdapter[list[EventData]] = TypeAdapter(
+    list[EventData], config=ConfigDict(strict=True)
 )
 
 
@@ -128,7 +108,7 @@ class EventRequest(BaseModel):
         description="Default: the latest version.",
         json_schema_extra={"enum": [*_VERSIONS, None]},
     )
-    data: BoundedJson = Field(
+    data: EventData = Field(
         default=None,
         description=(
             "The event's `data`, validated by its registered model. Every number in it lies "
@@ -139,7 +119,7 @@ class EventRequest(BaseModel):
 
 
 Batch = Annotated[
-    list[BoundedJson],
+    list[EventData],
     Field(
         min_length=1,
         description=(
