@@ -82,9 +82,7 @@ _VERSIONS: list[JsonValue] = [*sorted({t.v for t in REGISTRY})]
 
 # Each item is JSON whose every number lies within the signed 64-bit range: the event
 # contract's own EventData, as the body parser also requires of integers (gateway/body.py).
-_BATCH: TypeAdapter[list[EventData]] = TypeAdapter(
-    list[EventData], config=ConfigDict(strict=True)
-)
+_BATCH: TypeAdapter[list[EventData]] = TypeAdapter(list[EventData], config=ConfigDict(strict=True))
 
 
 class EventRequest(BaseModel):
