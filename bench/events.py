@@ -9,8 +9,9 @@ from schemas.events import AppSettings, ConfluenceAppSync, EventUser
 
 BENCH_USER = EventUser(id="u-bench", email="bench@example.com", name="Bench User")
 BENCH_DATA = {"bench": True}
-BENCH_APP_SETTINGS = AppSettings.model_validate(
-    {"baseUrl": "https://example.atlassian.net/wiki", "spaceKeys": ["ENG", "OPS"]}
+# As JSON, the way every reader of an event reads it (strict models take arrays only there).
+BENCH_APP_SETTINGS = AppSettings.model_validate_json(
+    '{"baseUrl": "https://example.atlassian.net/wiki", "spaceKeys": ["ENG", "OPS"]}'
 )
 
 
