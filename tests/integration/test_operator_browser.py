@@ -62,7 +62,7 @@ async def base_url(
                 headers={
                     REASON_HEADER: "handler-failed",
                     ERROR_HEADER: f"Confluence answered 500 for ENG-{n}",
-                    ROUTING_KEY_HEADER: "confluence.sync",
+                    ROUTING_KEY_HEADER: "confluence.app.sync",
                     ATTEMPT_HEADER: 5,
                     DEAD_LETTERED_AT_HEADER: 1_780_000_000 + n,
                 },

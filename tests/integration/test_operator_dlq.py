@@ -59,7 +59,7 @@ async def client(
                     REASON_HEADER: "handler-failed",
                     ERROR_HEADER: f"boom {n}",
                     ATTEMPT_HEADER: 5,
-                    ROUTING_KEY_HEADER: "confluence.sync",
+                    ROUTING_KEY_HEADER: "confluence.app.sync",
                 },
             ),
             routing_key=names.queue,
@@ -94,7 +94,7 @@ async def test_list_replay_and_discard_on_the_real_dlq(client: Client, names: Br
         assert [i["eventId"] for i in page["items"]] == ["evt-0", "evt-1", "evt-2"]
     assert page["queue"] == dlq
     assert page["items"][1]["error"] == "boom 1"
-    assert page["items"][1]["routingKey"] == "confluence.sync"
+    assert page["items"][1]["routingKey"] == "confluence.app.sync"
     shown = await ask(client, "GET", "/api/operator/queues/dlq/events/evt-2")
     assert shown["body"] == '{"n": 2}'
 
