@@ -81,6 +81,14 @@ def truncated(text: str, limit: int = HEADER_VALUE_LIMIT) -> str:
     keep = max(0, limit - len(_marker(len(encoded)).encode()))
     while keep > 0 and encoded[keep] & 0xC0 == 0x80:  # a UTF-8 continuation byte
         keep -= 1
+    # A shorter cut may need a marker with fewer digits: keep whole characters while they fit.
+    while True:
+        end = keep + 1
+        while end < len(encoded) and encoded[end] & 0xC0 == 0x80:
+            end += 1
+        if end >= len(encoded) or end + len(_marker(len(encoded) - end).encode()) > limit:
+            break
+        keep = end
     return encoded[:keep].decode("utf-8") + _marker(len(encoded) - keep)
 
 
