@@ -218,6 +218,13 @@ _EVENTS = Operation(
     },
 )
 _HTML = Answer("An HTML page.", None, "text/html")
+# A file served by name (the page's, a viewer's): any route may be shed, as every other.
+_FILE = {
+    200: Answer("The file.", None, "*/*"),
+    404: Answer("No such file."),
+    **_SHED,
+    **_ANY,
+}
 
 OPERATIONS: Mapping[tuple[str, str], Operation] = {
     ("POST", "/api/sync"): _SYNC,
@@ -388,12 +395,7 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
     ("GET", "/static/{filename}"): Operation(
         summary="The web page's files",
         tag="pages",
-        answers={
-            200: Answer("The file.", None, "*/*"),
-            404: Answer("No such file."),
-            **_SHED,
-            **_ANY,
-        },
+        answers=_FILE,
     ),
     ("GET", "/schemas/{file}"): Operation(
         summary="The JSON Schema of a registered event",
@@ -441,20 +443,12 @@ OPERATIONS: Mapping[tuple[str, str], Operation] = {
     ("GET", "/asyncapi/assets/{filename}"): Operation(
         summary="The AsyncAPI viewer's own files (@asyncapi/react-component)",
         tag="pages",
-        answers={
-            200: Answer("The file.", None, "*/*"),
-            404: Answer("No such file."),
-            **_ANY,
-        },
+        answers=_FILE,
     ),
     ("GET", "/docs/assets/{filename}"): Operation(
         summary="Swagger UI's own files, from the swagger-ui-py package",
         tag="pages",
-        answers={
-            200: Answer("The file.", None, "*/*"),
-            404: Answer("No such file."),
-            **_ANY,
-        },
+        answers=_FILE,
     ),
 }
 
