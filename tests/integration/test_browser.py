@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 import aio_pika
 import pytest
 from aiohttp.test_utils import TestServer
-from playwright.async_api import Browser, ConsoleMessage, Route, async_playwright, expect
+from playwright.async_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Route,
+    async_playwright,
+    expect,
+)
 from pytest_aiohttp import AiohttpServer
 
 from consumers.bootstrap import HANDLERS, build_deps
@@ -61,6 +69,35 @@ async def browser() -> AsyncIterator[Browser]:
             await chromium.close()
 
 
+def console_errors_of(page: Page) -> list[str]:
+    """The page's console errors from now on (a blocked script or style, a JS error, a
+    failed request)."""
+    errors: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    page.on("console", on_console)
+    return errors
+
+
+async def offline_context(browser: Browser) -> tuple[BrowserContext, list[str]]:
+    """A context in which every request off this host is aborted; the list records them."""
+    context = await browser.new_context(viewport={"width": 1200, "height": 900})
+    off_host: list[str] = []
+
+    async def only_this_host(route: Route) -> None:
+        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
+            await route.continue_()
+        else:
+            off_host.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", only_this_host)
+    return context, off_host
+
+
 async def test_sign_in_sync_and_see_the_run_handled(
     aiohttp_server: AiohttpServer,
     make_settings: Callable[..., GatewaySettings],
@@ -82,13 +119,7 @@ async def test_sign_in_sync_and_see_the_run_handled(
         await wait_ready_at(base_url, within=10)
 
         page = await browser.new_page(viewport={"width": 900, "height": 640})
-        console_errors: list[str] = []
-
-        def on_console(message: ConsoleMessage) -> None:
-            if message.type == "error":
-                console_errors.append(message.text)
-
-        page.on("console", on_console)
+        console_errors = console_errors_of(page)
         await page.goto(f"{base_url}/")
 
         # A wrong password first: the 401's own message, readable, and still signed out.
@@ -140,25 +171,9 @@ async def test_the_api_docs_try_it_out_with_the_session_and_nothing_from_elsewhe
     server: TestServer = await aiohttp_server(build_app(settings))
     base_url = str(server.make_url("")).rstrip("/")
     await wait_ready_at(base_url, within=10)
-    context = await browser.new_context(viewport={"width": 1200, "height": 900})
-    off_host: list[str] = []
-
-    async def only_this_host(route: Route) -> None:
-        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
-            await route.continue_()
-        else:
-            off_host.append(route.request.url)
-            await route.abort()
-
-    await context.route("**/*", only_this_host)
+    context, off_host = await offline_context(browser)
     page = await context.new_page()
-    console_errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
-
-    page.on("console", on_console)
+    console_errors = console_errors_of(page)
     await page.goto(f"{base_url}/")
     await page.fill("#email", EMAIL)
     await page.fill("#password", PASSWORD)
@@ -198,25 +213,9 @@ async def test_the_asyncapi_viewer_draws_the_events_with_nothing_from_elsewhere(
     settings = make_settings(**names.gateway_overrides())
     server: TestServer = await aiohttp_server(build_app(settings))
     base_url = str(server.make_url("")).rstrip("/")
-    context = await browser.new_context(viewport={"width": 1200, "height": 900})
-    off_host: list[str] = []
-
-    async def only_this_host(route: Route) -> None:
-        if urlsplit(route.request.url).hostname in {"127.0.0.1", "localhost"}:
-            await route.continue_()
-        else:
-            off_host.append(route.request.url)
-            await route.abort()
-
-    await context.route("**/*", only_this_host)
+    context, off_host = await offline_context(browser)
     page = await context.new_page()
-    console_errors: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error":
-            console_errors.append(message.text)
-
-    page.on("console", on_console)
+    console_errors = console_errors_of(page)
     await page.goto(f"{base_url}/asyncapi")
     # The viewer parsed the document (the parser runs in the page) and drew its operations.
     await expect(page.locator("#asyncapi")).to_contain_text("confluence.app.sync", timeout=WAIT_MS)
