@@ -1,9 +1,9 @@
 // The operators' DLQ page: list a queue of dead letters, show a body, replay, discard, and
 // the audit trail. Every answer comes from /api/operator/*, which checks the role itself.
+// `call` and `csrfToken` are static/api.js's, loaded before this script.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-let csrfToken = null;
 let queue = "dlq";
 let page = 1;
 let shownEventId = null;
@@ -28,18 +28,6 @@ async function describeFailure(response) {
     return `The broker cannot be reached right now.${after ? ` Try again in ${after} s.` : ""}`;
   }
   return detail ? `Error ${response.status}: ${detail}` : `Error ${response.status}.`;
-}
-
-async function call(method, path, body) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
-  return fetch(path, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
 }
 
 function cell(row, text, className) {

@@ -1,12 +1,12 @@
 // The syncgate page: sign in, ask for a sync, and follow the run until the consumer handled it.
-// Plain browser JavaScript: no build step, no dependencies.
+// Plain browser JavaScript: no build step, no dependencies; `call` and `csrfToken` are
+// static/api.js's.
 "use strict";
 
 const POLL_EVERY_MS = 500;
 const POLL_FOR_MS = 120000;
 
 const $ = (id) => document.getElementById(id);
-let csrfToken = null;
 let pollTimer = null;
 
 function show(id, visible) {
@@ -46,19 +46,6 @@ async function describeFailure(response) {
     default:
       return detail ? `Error ${response.status}: ${detail}` : `Error ${response.status}.`;
   }
-}
-
-// JSON requests; state-changing ones carry the session's CSRF token once we have it.
-async function call(method, path, body) {
-  const headers = { Accept: "application/json" };
-  if (body !== undefined) headers["Content-Type"] = "application/json";
-  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
-  return fetch(path, {
-    method,
-    headers,
-    credentials: "same-origin",
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
 }
 
 function signedOut(message) {
