@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import sqlite3
 import sys
 import time
@@ -45,6 +46,7 @@ from bench.workspace import (
     MANAGEMENT_URL,
     Workspace,
 )
+from common.cloudevents import DEFAULT_EVENT_SOURCE, EventSource, attribute_headers
 
 SYNC_BODY = b'{"data":{"bench":true}}'
 
@@ -62,6 +64,9 @@ class Case:
     cookie: bool = True
     csrf: bool = True
     content_type: str | None = "application/json"
+
+
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
 def cases() -> list[Case]:
@@ -162,7 +167,7 @@ async def check_properties(
 ) -> str:
     """One event's message, caught by a queue of our own bound to the peer's exchange."""
     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
-    await queue.bind(workspace.name("node.events"), routing_key="confluence.#")
+    await queue.bind(workspace.name("node.events"), routing_key="confluence.app.sync")
     async with aiohttp.ClientSession() as http:
         status, _, body = await post(
             http, peer, Case("x", 202, headers={"X-Request-Id": "props-check-1"}), credentials
@@ -187,9 +192,24 @@ async def check_properties(
         "correlation_id": "props-check-1",
         "type": "confluence/app.sync",
         "timestamp": event["ts"] // 1000,
-        "headers": {"v": "1"},
+        "headers": {
+            "v": "1",
+            **attribute_headers(
+                DEFAULT_EVENT_SOURCE,
+                event_id=event_id,
+                name="confluence/app.sync",
+                ts=event["ts"],
+                subject=event["user"]["id"],
+                schema_file_name="confluence.app.sync.v1.schema.json",
+            ),
+            "traceparent": (message.headers or {}).get("traceparent"),
+        },
         "routing_key": "confluence.app.sync",
     }
+    require(
+        TRACEPARENT.fullmatch(str((message.headers or {}).get("traceparent"))) is not None,
+        "the message carries a W3C traceparent",
+    )
     got = {
         "content_type": message.content_type,
         "content_encoding": message.content_encoding,
@@ -270,6 +290,44 @@ async def check_consumer(
             break
         await asyncio.sleep(0.1)
     require((await queue_counts(channel, dlq))[0] == 1, "an invalid message went to the DLQ")
+    await check_follow_ups(channel, workspace, runs)
+
+
+async def check_follow_ups(channel: AbstractChannel, workspace: Workspace, runs: list[str]) -> None:
+    """One confluence/app.sync.completed event per recorded run, on the completed queue, with
+    syncgate's consumer's properties and CloudEvents headers (consumers/follow_ups.py)."""
+    queue = await channel.get_queue(workspace.name("node.work.completed"))
+    announced: list[str] = []
+    while (message := await queue.get(no_ack=True, fail=False)) is not None:
+        event = json.loads(message.body)
+        headers = dict(message.headers or {})
+        headers.pop("x-delivery-count", None)  # the quorum queue's own count, on a basic.get
+        require(
+            list(event) == ["id", "name", "v", "ts", "user", "data"]
+            and event["name"] == "confluence/app.sync.completed"
+            and message.type == event["name"]
+            and message.message_id == event["id"]
+            and int(message.delivery_mode or 0) == 2
+            and message.routing_key == "confluence.app.sync.completed"
+            and headers
+            == {
+                "v": "1",
+                **attribute_headers(
+                    EventSource(source="urn:syncgate:consumer"),
+                    event_id=event["id"],
+                    name=event["name"],
+                    ts=event["ts"],
+                    subject=event["user"]["id"],
+                    schema_file_name="confluence.app.sync.completed.v1.schema.json",
+                ),
+            },
+            f"a completed event with syncgate's consumer's properties ({event['id']})",
+        )
+        announced.append(event["data"]["syncId"])
+    require(
+        sorted(announced) == sorted(runs),
+        f"one completed event for each of the {len(runs)} recorded runs, none for a duplicate",
+    )
 
 
 async def check_revocation(
@@ -369,8 +427,9 @@ async def check_cookies(workspace: Workspace, systems: list[HttpSystem]) -> list
     return accepted
 
 
-async def close_connections(suffix: str) -> int:
-    """Close (through the management API) the broker connections whose name ends so."""
+async def close_connections(suffix: str, expected: int) -> int:
+    """Close (through the management API) the broker connections whose name ends so, once
+    `expected` of them are listed (or after 10 s, whatever is listed then)."""
     closed = 0
     async with aiohttp.ClientSession(headers=MANAGEMENT_AUTH) as http:
         for _ in range(100):  # the management API lists a new connection within seconds
@@ -380,7 +439,7 @@ async def close_connections(suffix: str) -> int:
                     for c in await response.json()
                     if str(c.get("user_provided_name", "")).endswith(suffix)
                 ]
-            if names:
+            if len(names) >= expected:
                 break
             await asyncio.sleep(0.1)
         for name in names:
@@ -396,7 +455,7 @@ async def check_reconnect(
 ) -> list[str]:
     """The broker closes both of the peer's connections; both come back by themselves.
     Returns the ids of the events accepted meanwhile."""
-    closed = await close_connections(f" {workspace.name('node.work')}")
+    closed = await close_connections(f" {workspace.name('node.work')}", expected=2)
     require(closed == 2, f"the broker closed the peer's {closed} connections")
     queue = workspace.name("node.work")
     accepted: list[str] = []

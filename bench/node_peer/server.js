@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
 import pino from 'pino';
 import { Broker } from './lib/broker.js';
+import { nextTraceparent } from './lib/cloudevents.js';
 import { GatewayError, csrfFailed, malformedJson, unsupportedMediaType, validationFailed } from './lib/errors.js';
 import { EVENT_NAME, EVENT_VERSION, compileSchema } from './lib/schema.js';
 import { Sessions, setCookie } from './lib/sessions.js';
@@ -178,7 +179,7 @@ async function sync(request, reply) {
     throw new Error(`the event does not match its schema: ${schema.errorsText(schema.validateEvent.errors)}`);
   }
   request.eventId = event.id;
-  await broker.publish(event, request.id);
+  await broker.publish(event, request.id, nextTraceparent(request.headers.traceparent));
   reply.code(202);
   return { success: 'true', id: event.id };
 }

@@ -3,11 +3,14 @@
 // until it is back, publishes answer 503.
 import { randomBytes } from 'node:crypto';
 import amqp from 'amqplib';
+import { attributeHeaders } from './cloudevents.js';
 import { brokerUnavailable } from './errors.js';
 import { declareEventsExchange, declareRevocationStream } from './topology.js';
 import { EVENT_NAME, EVENT_VERSION, ROUTING_KEY } from './schema.js';
 
 const APP_ID = 'bench-node-peer';
+const SOURCE = 'urn:syncgate:gateway';
+const SCHEMA_FILE = 'confluence.app.sync.v1.schema.json';
 // Unacked stream deliveries in flight; a stream consumer must set one (and ack manually).
 const STREAM_PREFETCH = 256;
 const RECONNECT_MS = 1000;
@@ -134,8 +137,9 @@ export class Broker {
     setTimeout(() => this.start(), RECONNECT_MS);
   }
 
-  /** Resolves once the broker confirmed the event; rejects with a 503 GatewayError otherwise. */
-  publish(event, correlationId) {
+  /** Resolves once the broker confirmed the event; rejects with a 503 GatewayError otherwise.
+   * The headers are syncgate's: `v`, the CloudEvents attributes and the `traceparent`. */
+  publish(event, correlationId, traceparent) {
     const channel = this.channel;
     const retryAfter = this.s.retryAfter;
     if (channel === undefined) return Promise.reject(brokerUnavailable('the broker connection failed', retryAfter));
@@ -171,7 +175,18 @@ export class Broker {
           {
             contentType: 'application/json',
             contentEncoding: 'utf-8',
-            headers: { v: EVENT_VERSION },
+            headers: {
+              v: EVENT_VERSION,
+              ...attributeHeaders({
+                source: SOURCE,
+                id,
+                name: EVENT_NAME,
+                ts: event.ts,
+                subject: event.user.id,
+                schemaFile: SCHEMA_FILE,
+              }),
+              traceparent,
+            },
             persistent: true, // delivery_mode 2
             correlationId,
             messageId: id,

@@ -34,17 +34,19 @@ export function openRunStore(path) {
   const recordRun = db.prepare('INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)');
   /**
    * One transaction for a batch of { event, receivedAt }: dedupe on the event id and record
-   * the run of each new one. Returns how many were duplicates. BEGIN IMMEDIATE, COMMIT (fsync).
+   * the run of each new one. Returns the entries recorded now (the others were duplicates).
+   * BEGIN IMMEDIATE, COMMIT (fsync).
    */
   const commit = db
     .transaction((batch) => {
       const now = Date.now();
-      let duplicates = 0;
-      for (const { event, receivedAt } of batch) {
+      const recorded = [];
+      for (const entry of batch) {
+        const { event, receivedAt } = entry;
         if (markProcessed.run(event.id, now).changes === 0) {
-          duplicates += 1; // processed before: a redelivery, or a second copy in this batch
-          continue;
+          continue; // processed before: a redelivery, or a second copy in this batch
         }
+        recorded.push(entry);
         const { user } = event;
         recordRun.run(
           event.id,
@@ -58,7 +60,7 @@ export function openRunStore(path) {
           now,
         );
       }
-      return duplicates;
+      return recorded;
     })
     .immediate;
   return { db, commit };

@@ -31,7 +31,12 @@ export function settings() {
     queue,
     deadLetterExchange: env('DEAD_LETTER_EXCHANGE', `${queue}.dlx`),
     deadLetterQueue: `${queue}.dlq`,
-    binding: 'confluence.#',
+    // Exactly the sync's key, as syncgate's work queue: the consumer's completed events go to
+    // their own queue, not back to work.
+    binding: 'confluence.app.sync',
+    completedQueue: `${queue}.completed`,
+    completedBinding: 'confluence.app.sync.completed',
+    completedMaxLength: 100_000,
     deliveryLimit: int('DELIVERY_LIMIT', 20),
     prefetch: int('PREFETCH', 64),
     revocationStream: env('REVOCATION_STREAM', ''),

@@ -30,6 +30,13 @@ export async function declareConsumerTopology(channel, s) {
     },
   });
   await channel.bindQueue(s.queue, s.exchange, s.binding);
+  // The consumer's own confluence/app.sync.completed events, kept for subscribers: bounded,
+  // oldest dropped first (common/topology.py `completed_queue_arguments`).
+  await channel.assertQueue(s.completedQueue, {
+    durable: true,
+    arguments: { ...QUORUM, 'x-max-length': s.completedMaxLength, 'x-overflow': 'drop-head' },
+  });
+  await channel.bindQueue(s.completedQueue, s.exchange, s.completedBinding);
 }
 
 /** The revocation stream, declared with the gateway's arguments (gateway/revocation.py). */
