@@ -26,6 +26,8 @@ from aio_pika.exceptions import CONNECTION_EXCEPTIONS, ChannelClosed
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
 
+from common.amqp_writes import CoalescingTransportFactory
+
 log = logging.getLogger(__name__)
 
 _SCHEMES = {"amqp": 5672, "amqps": 5671}
@@ -111,6 +113,10 @@ class FailoverConnection(RobustConnection):
             fail_fast=False,
             **kwargs,
         )
+        # Every connection it opens, to whichever node, sends a loop turn's frames in one
+        # write (common/amqp_writes.py). aio-pika keeps only the parameters it knows from its
+        # constructor's keywords, but passes its `kwargs` on to aiormq's Connection.
+        self.kwargs["transport_factory"] = CoalescingTransportFactory()
 
     @property
     def node(self) -> str:
