@@ -1,21 +1,12 @@
 """Trace context: OpenTelemetry set up once per process, and the W3C headers that carry it.
 
 Each process (`python -m gateway`, `python -m consumers`) calls `configure_tracing` at start,
-as it configures logging, and the provider it sets is what mints trace and span ids.
-
-- With an exporter (`OTEL_TRACES_EXPORTER`, see `parse_exporters`) it is the SDK's
-  TracerProvider, and the other standard variables (`OTEL_SERVICE_NAME`,
-  `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_EXPORTER_OTLP_*`, ...) are the SDK's
-  and its exporters' own.
-- Without one (the default) it is `PropagatingTracerProvider`: its spans carry ids and record
-  nothing, since nothing would read what they record. The context passes on exactly as the
-  SDK's always-on default passed it: the parent's trace id, flags and tracestate with a new
-  span id, or a new sampled trace. Recording spans cost the gateway two SDK spans per sync for
-  nothing: 113 µs against 40 µs for the same two spans unrecorded (timeit on the bench
-  machine, 2026-12-03, spans with the middleware's and the publisher's attributes).
-
-Code that makes spans asks `trace.get_tracer(...)` as usual: until a provider is set (in unit
-tests, say) the API's no-op tracer answers, and nothing is minted.
+as it configures logging: an SDK TracerProvider becomes the global one, which is what mints
+trace and span ids. It exports nothing unless `OTEL_TRACES_EXPORTER` asks (see
+`parse_exporters`); the other standard variables (`OTEL_SERVICE_NAME`,
+`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_EXPORTER_OTLP_*`, ...) are the SDK's
+and its exporters' own. Code that makes spans asks `trace.get_tracer(...)` as usual: until a
+provider is set (in unit tests, say) the API's no-op tracer answers, and nothing is minted.
 
 The context crosses processes as W3C Trace Context, always, whatever `OTEL_PROPAGATORS`
 says: `traceparent` and `tracestate` in the HTTP request, then as AMQP headers of the same
@@ -25,19 +16,15 @@ names on the message (`inject`), read again by the consumer (`extract`).
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.sdk.environment_variables import OTEL_SDK_DISABLED
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
-from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings
@@ -75,68 +62,11 @@ def parse_exporters(raw: str) -> tuple[Exporter, ...]:
     return tuple(dict.fromkeys(name for name in names if name != "none"))  # type: ignore[misc]
 
 
-class PropagatingTracer(trace.NoOpTracer):
-    """Spans that mint and pass on ids and record nothing: NonRecordingSpans continuing the
-    parent's trace (its flags and tracestate kept) with a new span id, or starting a new
-    sampled trace."""
-
-    def __init__(self) -> None:
-        self._ids = RandomIdGenerator()
-
-    def start_span(
-        self,
-        name: str,
-        context: otel_context.Context | None = None,
-        kind: SpanKind = SpanKind.INTERNAL,
-        attributes: Any = None,
-        links: Any = None,
-        start_time: int | None = None,
-        record_exception: bool = True,
-        set_status_on_exception: bool = True,
-    ) -> trace.Span:
-        parent = trace.get_current_span(context).get_span_context()
-        if parent.is_valid:
-            trace_id, flags, state = parent.trace_id, parent.trace_flags, parent.trace_state
-        else:
-            trace_id, flags, state = self._ids.generate_trace_id(), _SAMPLED, _NO_STATE
-        return NonRecordingSpan(
-            SpanContext(
-                trace_id,
-                self._ids.generate_span_id(),
-                is_remote=False,
-                trace_flags=flags,
-                trace_state=state,
-            )
-        )
-
-
-_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
-_NO_STATE = TraceState()
-
-
-class PropagatingTracerProvider(trace.NoOpTracerProvider):
-    """The provider of a process that exports no spans: one PropagatingTracer for all."""
-
-    def __init__(self) -> None:
-        self._tracer = PropagatingTracer()
-
-    def get_tracer(self, *args: Any, **kwargs: Any) -> trace.Tracer:
-        return self._tracer
-
-
 def configure_tracing(
     service_name: str, exporters: Iterable[Exporter], *, otlp_protocol: OtlpProtocol
-) -> trace.TracerProvider:
-    """Make the process's provider the global one, once per process: the SDK's with the
-    exporters asked for, or, with none, a PropagatingTracerProvider."""
-    exporters = tuple(exporters)
-    provider: trace.TracerProvider
-    if exporters:
-        provider = tracer_provider(service_name, exporters, otlp_protocol=otlp_protocol)
-    elif os.environ.get(OTEL_SDK_DISABLED, "").strip().lower() == "true":
-        provider = trace.NoOpTracerProvider()  # as the SDK's own provider is then: no ids
-    else:
-        provider = PropagatingTracerProvider()
+) -> TracerProvider:
+    """Make `tracer_provider(...)` the global provider, once per process."""
+    provider = tracer_provider(service_name, exporters, otlp_protocol=otlp_protocol)
     trace.set_tracer_provider(provider)
     return provider
 
@@ -243,7 +173,7 @@ class TraceSettings(BaseSettings):
     def trace_exporters(self) -> tuple[Exporter, ...]:
         return parse_exporters(self.otel_traces_exporter)
 
-    def configure_tracing(self, service_name: str) -> trace.TracerProvider:
+    def configure_tracing(self, service_name: str) -> TracerProvider:
         return configure_tracing(
             service_name, self.trace_exporters, otlp_protocol=self.otel_exporter_otlp_protocol
         )
