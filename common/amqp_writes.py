@@ -16,6 +16,12 @@ own `abort` drops its buffer.
 
 `CoalescingTransportFactory` is aiormq's documented extension point for this
 (`transport_factory`): a connection opened through it writes through a `CoalescingTransport`.
+
+Measured (`python -m bench.ab`, 10 interleaved pairs at c=64, 5 s each, 2026-12-03, against
+the tree without it): the consumer's CPU per event 1,805 -> 1,708 µs, lower in 9 of 10 pairs;
+the gateway's per request 1,890 -> 1,811 µs but lower in only 4 of 10, and the broker's per
+event unchanged (6 of 10). It is kept for the consumer, whose follow-up publishes and acks of
+one turn share a write; a gateway's publishes mostly come one per turn.
 """
 
 from __future__ import annotations
