@@ -40,7 +40,7 @@ let acked = Promise.resolve(); // the last batch's ack: batches are acked in com
 
 /** Publish the completed event for one recorded run; resolves true once confirmed, false if
  * the broker refused it or the channel closed (the run is committed: the ack goes ahead, as
- * syncgate's consumer does once its attempts are spent). */
+ * syncgate's consumer does once its attempts are spent; the peer makes one attempt). */
 function announce(publisher, { event, receivedAt, correlationId }) {
   const ts = Date.now();
   const completed = {
