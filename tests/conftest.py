@@ -168,13 +168,9 @@ async def management_get(path: str) -> Any:
 async def delete_topology(connection: aio_pika.abc.AbstractConnection, names: BrokerNames) -> None:
     """Delete everything whose name starts with this test's prefix, found by the management API."""
     channel = await connection.channel()
-    # The names the test knows are deleted whether or not the management API lists them yet:
-    # it lists a queue a moment after it is declared, and a gateway's revocation stream made
-    # at the end of a test was left behind that way. RabbitMQ deletes a missing queue as a no-op.
-    listed = {queue["name"] for queue in await management_get("queues/%2F?columns=name")}
-    for name in sorted({names.revocations, names.queue} | listed):
-        if name.startswith(names.prefix):
-            await channel.queue_delete(name)
+    for queue in await management_get("queues/%2F?columns=name"):
+        if queue["name"].startswith(names.prefix):
+            await channel.queue_delete(queue["name"])
     for exchange in await management_get("exchanges/%2F?columns=name"):
         if exchange["name"].startswith(names.prefix):
             await channel.exchange_delete(exchange["name"])
