@@ -46,7 +46,8 @@ from bench.workspace import (
     MANAGEMENT_URL,
     Workspace,
 )
-from common.cloudevents import DEFAULT_EVENT_SOURCE, EventSource, attribute_headers
+from common.cloudevents import DEFAULT_EVENT_SOURCE, attribute_headers
+from consumers.follow_ups import SOURCE as CONSUMER_SOURCE
 
 SYNC_BODY = b'{"data":{"bench":true}}'
 
@@ -313,7 +314,7 @@ async def check_follow_ups(channel: AbstractChannel, workspace: Workspace, runs:
             == {
                 "v": "1",
                 **attribute_headers(
-                    EventSource(source="urn:syncgate:consumer"),
+                    CONSUMER_SOURCE,
                     event_id=event["id"],
                     name=event["name"],
                     ts=event["ts"],
