@@ -111,8 +111,7 @@ function flush() {
   const duplicates = batch.length - recorded.length;
   const publisher = link?.publisher;
   const announced = publisher === undefined ? [] : recorded.map((entry) => announce(publisher, entry));
-  const previous = acked;
-  acked = Promise.all([previous, ...announced]).then(() => {
+  acked = Promise.all([acked, ...announced]).then(() => {
     // Every delivery up to `last` is settled: see the top of this file.
     if (!settle(() => channel.ack(last, true))) return;
     for (const { event, correlationId } of batch) {
